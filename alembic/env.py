@@ -1,0 +1,83 @@
+"""Alembic environment: async, every package's models, batch mode on SQLite.
+
+The URL comes from the config attribute set by ``aixiate db upgrade`` or, when run by
+hand, from the service settings (AIXIATE_DATABASE_URL).
+"""
+
+import asyncio
+from typing import Literal
+
+from aixiate_api.models import load_all
+from aixiate_core.db import UTCDateTime
+from aixiate_core.settings import get_settings
+from alembic import context
+from alembic.autogenerate.api import AutogenContext
+from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlmodel.sql.sqltypes import AutoString
+
+config = context.config
+target_metadata = load_all().metadata
+
+
+def _url() -> str:
+    url = config.attributes.get("database_url")
+    return str(url) if url else get_settings().database_url
+
+
+def _render_item(type_: str, obj: object, _: AutogenContext) -> str | Literal[False]:
+    # Migrations stay static: render our column types as the plain SQLAlchemy types they
+    # store, so no revision imports package code that may change later.
+    if type_ == "type" and isinstance(obj, UTCDateTime):
+        return "sa.DateTime(timezone=True)"
+    if type_ == "type" and isinstance(obj, AutoString):
+        return f"sa.String(length={obj.length})" if obj.length else "sa.String()"
+    return False
+
+
+def _configure(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        compare_type=True,
+        render_item=_render_item,
+        # SQLite cannot ALTER most things; batch mode copies the table instead.
+        render_as_batch=connection.dialect.name == "sqlite",
+    )
+
+
+def _run_sync(connection: Connection) -> None:
+    _configure(connection)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def _run_async() -> None:
+    engine = create_async_engine(_url())
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(_run_sync)
+            await connection.commit()
+    finally:
+        await engine.dispose()
+
+
+def run_offline() -> None:
+    context.configure(
+        url=_url(),
+        target_metadata=target_metadata,
+        literal_binds=True,
+        render_item=_render_item,
+        dialect_opts={"paramstyle": "named"},
+        render_as_batch=_url().startswith("sqlite"),
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+if context.is_offline_mode():
+    run_offline()
+elif (connection := config.attributes.get("connection")) is not None:
+    _run_sync(connection)
+else:
+    asyncio.run(_run_async())

@@ -1,0 +1,76 @@
+"""Who is calling: the ``Principal`` and the dependencies routes use to require one.
+
+Core defines the contract only. aixiate-auth implements :class:`PrincipalResolver`
+(token verification plus session liveness) and the service registers it on the app,
+so the users and audit packages can protect routes without importing auth.
+"""
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Protocol
+from uuid import UUID
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.security import OAuth2PasswordBearer
+
+from aixiate_core.errors import Forbidden, NotAuthenticated
+
+#: Where Swagger UI's "Authorize" button posts the password form (API.md, POST /auth/token).
+TOKEN_URL = "/api/v1/auth/token"  # noqa: S105 - a path, not a secret
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    user_id: UUID
+    session_id: UUID
+    roles: frozenset[str]
+
+    def has_role(self, role: str) -> bool:
+        return role in self.roles
+
+
+class PrincipalResolver(Protocol):
+    async def __call__(self, request: Request, token: str) -> Principal:
+        """Returns the caller, or raises ``InvalidToken`` (401) for a bad or revoked token."""
+        ...
+
+
+def register_principal_resolver(app: FastAPI, resolver: PrincipalResolver) -> None:
+    app.state.principal_resolver = resolver
+
+
+# auto_error=False: we raise our own 401 problem with the WWW-Authenticate header.
+# The scheme reads only the Authorization header; tokens in query strings are ignored.
+_bearer = OAuth2PasswordBearer(tokenUrl=TOKEN_URL, auto_error=False)
+
+
+async def get_principal(
+    request: Request, token: Annotated[str | None, Depends(_bearer)]
+) -> Principal:
+    if not token:
+        raise NotAuthenticated()
+    resolver: PrincipalResolver | None = getattr(request.app.state, "principal_resolver", None)
+    if resolver is None:
+        # A deployment error, not the caller's: fail closed and loudly.
+        raise RuntimeError("no PrincipalResolver registered on the app")
+    principal = await resolver(request, token)
+    request.state.principal = principal
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+def require_role(role: str) -> Callable[[Principal], Awaitable[Principal]]:
+    """A dependency that admits only callers holding ``role`` (403 ``forbidden`` otherwise)."""
+
+    async def dependency(principal: CurrentPrincipal) -> Principal:
+        if not principal.has_role(role):
+            raise Forbidden(f"This requires the {role!r} role.")
+        return principal
+
+    dependency.__name__ = f"require_{role}"
+    return dependency
+
+
+AdminPrincipal = Annotated[Principal, Depends(require_role("admin"))]

@@ -1,0 +1,150 @@
+"""Service-wide settings: every variable is ``AIXIATE_<FIELD>``, also read from ``.env``."""
+
+import ipaddress
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Environment = Literal["development", "test", "production"]
+
+#: Where a development secret key is kept so that restarts keep stored secrets readable.
+DEV_SECRET_FILE = Path(".aixiate-dev-secret")
+MIN_SECRET_KEY_LENGTH = 32
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./aixiate.db"
+
+
+class UnsafeSettingsError(ValueError):
+    """Raised when production is asked to run on a setting that is unsafe there."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="AIXIATE_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    env: Environment = "development"
+    debug: bool = False
+
+    database_url: str = DEFAULT_DATABASE_URL
+    database_pool_size: int = Field(default=10, ge=1)
+    database_max_overflow: int = Field(default=10, ge=0)
+    database_pool_timeout_seconds: float = Field(default=10.0, gt=0)
+    database_pool_recycle_seconds: int = Field(default=1800, ge=-1)
+    database_pool_pre_ping: bool = True
+    database_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    database_echo: bool = False
+
+    redis_url: str | None = None
+    redis_key_prefix: str = "aixiate:"
+    redis_timeout_seconds: float = Field(default=2.0, gt=0)
+
+    secret_key: SecretStr | None = None
+    public_url: str = "http://localhost:3000"
+    email_from: str = "Aixiate <no-reply@localhost>"
+    resend_api_key: SecretStr | None = None
+    resend_base_url: str = "https://api.resend.com"
+
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    health_timeout_seconds: float = Field(default=1.5, gt=0, le=10)
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _blank_database_is_default(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return DEFAULT_DATABASE_URL
+        return value
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _blank_redis_is_unset(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        # Accept the natural env form "10.0.0.1, 10.0.1.0/24" as well as a JSON list.
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            ipaddress.ip_network(entry, strict=False)
+        return value
+
+    @field_validator("public_url", "resend_base_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def json_logs(self) -> bool:
+        if self.log_format == "auto":
+            return self.env == "production"
+        return self.log_format == "json"
+
+    def check_safe(self) -> None:
+        """Refuse settings that must never reach production; one line names the variable."""
+        if self.env != "production":
+            return
+        if self.secret_key is None:
+            raise UnsafeSettingsError("AIXIATE_SECRET_KEY must be set in production")
+        if len(self.secret_key.get_secret_value()) < MIN_SECRET_KEY_LENGTH:
+            raise UnsafeSettingsError(
+                f"AIXIATE_SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters"
+            )
+        if self.debug:
+            raise UnsafeSettingsError("AIXIATE_DEBUG must be false in production")
+        if self.is_sqlite:
+            raise UnsafeSettingsError(
+                "AIXIATE_DATABASE_URL must point to PostgreSQL in production, not SQLite"
+            )
+
+    def secret(self) -> str:
+        """The secret key; outside production one is made up (and kept, in development)."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        if self.env == "production":
+            raise UnsafeSettingsError("AIXIATE_SECRET_KEY must be set in production")
+        generated = secrets.token_urlsafe(48) if self.env == "test" else _dev_secret()
+        self.secret_key = SecretStr(generated)
+        return generated
+
+
+def _dev_secret() -> str:
+    try:
+        return DEV_SECRET_FILE.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        value = secrets.token_urlsafe(48)
+        fd = os.open(DEV_SECRET_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(value)
+        return value
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,3 @@
+from aixiate_api.cli import app
+
+app(prog_name="aixiate")

@@ -1,0 +1,56 @@
+"""Assembles the packages into one FastAPI app."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from aixiate_audit.router import router as audit_router
+from aixiate_auth.router import router as auth_router
+from aixiate_core.errors import install_error_handlers
+from aixiate_core.logging import configure_logging
+from aixiate_core.metrics import Metrics
+from aixiate_core.middleware import RequestMiddleware
+from aixiate_core.resources import State, open_resources
+from aixiate_core.router import router as operations_router
+from aixiate_core.settings import Settings, get_settings
+from aixiate_users.router import router as users_router
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+API_PREFIX = "/api/v1"
+
+
+def _operation_id(route: APIRoute) -> str:
+    # Stable, readable ids for generated clients: "users-update_me", not a path hash.
+    return f"{route.tags[0]}-{route.name}" if route.tags else route.name
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    settings.check_safe()
+    configure_logging(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[State]:
+        async with open_resources(settings) as state:
+            yield state
+
+    app = FastAPI(
+        title="Aixiate",
+        summary="Authentication, users and audit for FastAPI services.",
+        version="0.1.0",
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    install_error_handlers(app)
+    app.add_middleware(
+        RequestMiddleware,
+        metrics=app.state.metrics,
+        max_body_bytes=settings.max_body_bytes,
+        trusted_proxies=settings.trusted_proxies,
+    )
+    app.include_router(operations_router)
+    for router in (auth_router, users_router, audit_router):
+        app.include_router(router, prefix=API_PREFIX)
+    return app

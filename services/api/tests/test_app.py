@@ -1,0 +1,44 @@
+import pytest
+from aixiate_api.app import create_app
+from aixiate_core.settings import Settings, UnsafeSettingsError
+from aixiate_core.testing import serve
+from fastapi.routing import APIRoute
+
+
+class TestCreateApp:
+    def test_refuses_unsafe_production_settings(self, settings: Settings) -> None:
+        unsafe = settings.model_copy(update={"env": "production", "secret_key": None})
+        with pytest.raises(UnsafeSettingsError, match="AIXIATE_SECRET_KEY"):
+            create_app(unsafe)
+
+    def test_feature_routers_are_mounted_under_the_version_prefix(
+        self, settings: Settings
+    ) -> None:
+        app = create_app(settings)
+        feature_routes = [
+            route
+            for route in app.routes
+            if isinstance(route, APIRoute) and route.tags and route.tags[0] != "operations"
+        ]
+        assert all(route.path.startswith("/api/v1/") for route in feature_routes)
+
+    def test_operation_ids_are_tag_and_name(self, settings: Settings) -> None:
+        app = create_app(settings)
+        operations = app.openapi()["paths"]["/health/ready"]["get"]
+        assert operations["operationId"] == "operations-ready"
+
+    async def test_serves_openapi_and_docs(self, settings: Settings) -> None:
+        async with serve(create_app(settings)) as client:
+            spec = await client.get("/openapi.json")
+            docs = await client.get("/docs")
+        assert spec.status_code == 200
+        assert spec.json()["openapi"].startswith("3.1")
+        assert docs.status_code == 200
+        assert "swagger" in docs.text.lower()
+
+    async def test_ready_on_the_migrated_schema(self, settings: Settings) -> None:
+        async with serve(create_app(settings)) as client:
+            response = await client.get("/health/ready")
+        assert response.status_code == 200
+        expected = {"database": "ok"} | ({"redis": "ok"} if settings.redis_url else {})
+        assert response.json()["checks"] == expected
