@@ -12,7 +12,7 @@ from aixiate_core.db import UTCDateTime
 from aixiate_core.settings import get_settings
 from alembic import context
 from alembic.autogenerate.api import AutogenContext
-from sqlalchemy import Connection
+from sqlalchemy import JSON, Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel.sql.sqltypes import AutoString
 
@@ -25,11 +25,15 @@ def _url() -> str:
     return str(url) if url else get_settings().database_url
 
 
-def _render_item(type_: str, obj: object, _: AutogenContext) -> str | Literal[False]:
+def _render_item(type_: str, obj: object, ctx: AutogenContext) -> str | Literal[False]:
     # Migrations stay static: render our column types as the plain SQLAlchemy types they
     # store, so no revision imports package code that may change later.
     if type_ == "type" and isinstance(obj, UTCDateTime):
         return "sa.DateTime(timezone=True)"
+    if type_ == "type" and isinstance(obj, JSON) and "postgresql" in obj._variant_mapping:
+        # Alembic renders the variant's astext_type as a bare Text() (NameError).
+        ctx.imports.add("from sqlalchemy.dialects import postgresql")
+        return 'sa.JSON().with_variant(postgresql.JSONB(), "postgresql")'
     if type_ == "type" and isinstance(obj, AutoString):
         return f"sa.String(length={obj.length})" if obj.length else "sa.String()"
     return False

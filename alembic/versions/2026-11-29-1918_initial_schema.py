@@ -33,7 +33,7 @@ def upgrade() -> None:
         sa.Column("reason", sa.String(length=100), nullable=True),
         sa.Column(
             "data",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            sa.JSON().with_variant(postgresql.JSONB(), "postgresql"),
             nullable=False,
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("audit_event_pkey")),

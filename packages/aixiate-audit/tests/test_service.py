@@ -39,9 +39,7 @@ class TestRecord:
             await session.rollback()
         assert await _events(engine, event_type) == []
 
-    async def test_request_facts_come_from_the_request_context(
-        self, session: AsyncSession
-    ) -> None:
+    async def test_request_facts_come_from_the_request_context(self, session: AsyncSession) -> None:
         token = set_current_request(RequestInfo("req-42", "198.51.100.4", "ua/1.0" + "x" * 900))
         try:
             event = await audit_service.record(session, "auth.logout")
@@ -58,9 +56,7 @@ class TestRecord:
 
 
 class TestRecordNow:
-    async def test_commits_even_when_the_callers_work_rolls_back(
-        self, engine: AsyncEngine
-    ) -> None:
+    async def test_commits_even_when_the_callers_work_rolls_back(self, engine: AsyncEngine) -> None:
         event_type = f"test.failed_login.{uuid4().hex}"
         sessionmaker = create_sessionmaker(engine)
         async with sessionmaker() as session:

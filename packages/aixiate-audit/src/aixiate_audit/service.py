@@ -12,6 +12,7 @@ from uuid import UUID
 
 import structlog
 from aixiate_core.context import current_request
+from aixiate_core.events import EmailDeliveryFailed
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -110,4 +111,17 @@ def _log(event: AuditEvent) -> None:
         target_id=event.target_id,
         success=event.success,
         reason=event.reason,
+    )
+
+
+async def on_email_delivery_failed(session: AsyncSession, event: EmailDeliveryFailed) -> None:
+    """Subscribed to core's domain events: a message the outbox finally gave up on."""
+    await record(
+        session,
+        "email.delivery.failed",
+        target_type="email",
+        target_id=event.message_id,
+        success=False,
+        reason=event.reason,
+        data={"template": event.template, "attempts": event.attempts},
     )

@@ -293,3 +293,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(PoolTimeoutError, _backend_unavailable)
     app.add_exception_handler(DBAPIError, _db_error)
     app.add_exception_handler(ConnectionError, _backend_unavailable)
+    # A backend that accepts the connection and then says nothing (asyncpg's connect
+    # timeout) raises a bare TimeoutError, which is no ConnectionError.
+    app.add_exception_handler(TimeoutError, _backend_unavailable)

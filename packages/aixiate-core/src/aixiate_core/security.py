@@ -13,7 +13,7 @@ from uuid import UUID
 from fastapi import Depends, FastAPI, Request
 from fastapi.security import OAuth2PasswordBearer
 
-from aixiate_core.errors import Forbidden, NotAuthenticated
+from aixiate_core.errors import AppError, Forbidden, NotAuthenticated
 
 #: Where Swagger UI's "Authorize" button posts the password form (API.md, POST /auth/token).
 TOKEN_URL = "/api/v1/auth/token"  # noqa: S105 - a path, not a secret
@@ -74,3 +74,49 @@ def require_role(role: str) -> Callable[[Principal], Awaitable[Principal]]:
 
 
 AdminPrincipal = Annotated[Principal, Depends(require_role("admin"))]
+
+
+class WeakPassword(AppError):
+    status_code = 422
+    code = "weak_password"
+    title = "Weak password"
+    default_detail = "The password does not meet the password policy."
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordCheck:
+    valid: bool
+    #: A fresh hash when the stored one uses a deprecated scheme or outdated parameters.
+    new_hash: str | None = None
+
+
+class PasswordService(Protocol):
+    """Hashing, verification and policy, implemented by aixiate-auth.
+
+    Lower packages (users' admin create, email change, account deletion) need passwords
+    but cannot import auth; they depend on this protocol instead.
+    """
+
+    async def hash(self, password: str) -> str: ...
+
+    async def verify(self, password: str, password_hash: str | None) -> PasswordCheck:
+        """Constant work whether or not ``password_hash`` is None (unknown user)."""
+        ...
+
+    def check_policy(self, password: str, *, email: str | None = None) -> None:
+        """Raises :class:`WeakPassword` naming the reason."""
+        ...
+
+
+def register_password_service(app: FastAPI, service: PasswordService) -> None:
+    app.state.password_service = service
+
+
+def get_password_service(request: Request) -> PasswordService:
+    service: PasswordService | None = getattr(request.app.state, "password_service", None)
+    if service is None:
+        raise RuntimeError("no PasswordService registered on the app")
+    return service
+
+
+PasswordServiceDep = Annotated[PasswordService, Depends(get_password_service)]

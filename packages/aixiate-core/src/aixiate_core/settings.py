@@ -48,10 +48,21 @@ class Settings(BaseSettings):
     redis_timeout_seconds: float = Field(default=2.0, gt=0)
 
     secret_key: SecretStr | None = None
+    product_name: str = Field(default="Aixiate", min_length=1, max_length=80)
     public_url: str = "http://localhost:3000"
     email_from: str = "Aixiate <no-reply@localhost>"
     resend_api_key: SecretStr | None = None
     resend_base_url: str = "https://api.resend.com"
+
+    # The email outbox dispatcher (runs in every API process unless disabled, or alone
+    # as `aixiate worker`).
+    outbox_dispatcher_enabled: bool = True
+    outbox_poll_seconds: float = Field(default=2.0, gt=0)
+    outbox_batch_size: int = Field(default=20, ge=1, le=500)
+    outbox_max_attempts: int = Field(default=8, ge=1)
+    outbox_backoff_base_seconds: float = Field(default=5.0, gt=0)
+    outbox_backoff_max_seconds: float = Field(default=3600.0, gt=0)
+    outbox_lease_seconds: float = Field(default=60.0, gt=0)
 
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
 

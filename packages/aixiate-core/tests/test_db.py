@@ -1,0 +1,266 @@
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+from aixiate_core.db import SessionDep, UTCDateTime, create_engine
+from aixiate_core.errors import Conflict
+from aixiate_core.settings import Settings
+from aixiate_core.testing import serve
+from fastapi import APIRouter, FastAPI
+from sqlalchemy import (
+    Column,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    event,
+    func,
+    insert,
+    select,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import StatementError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+type AppFactory = Callable[[Settings, APIRouter], FastAPI]
+
+
+@pytest.fixture(params=["run", "sqlite"])
+async def any_engine(
+    request: pytest.FixtureRequest, engine: AsyncEngine, tmp_path: Path
+) -> AsyncIterator[AsyncEngine]:
+    """The run's database (PostgreSQL when configured), and always SQLite too."""
+    if request.param == "run":
+        yield engine
+        return
+    sqlite = create_engine(
+        Settings(_env_file=None, env="test", database_url=f"sqlite+aiosqlite:///{tmp_path}/t.db")
+    )
+    yield sqlite
+    await sqlite.dispose()
+
+
+class TestUTCDateTime:
+    @pytest.fixture
+    def probe(self) -> Table:
+        return Table(
+            f"utc_probe_{uuid4().hex[:8]}",
+            MetaData(),
+            Column("id", Integer, primary_key=True),
+            Column("at", UTCDateTime, nullable=True),
+        )
+
+    async def test_reads_back_aware_utc(self, any_engine: AsyncEngine, probe: Table) -> None:
+        written = datetime(2025, 3, 30, 2, 30, 15, 123456, tzinfo=timezone(timedelta(hours=2)))
+
+        async with any_engine.connect() as conn, conn.begin() as tx:
+            await conn.run_sync(probe.metadata.create_all)
+            await conn.execute(insert(probe).values(id=1, at=written))
+            read = await conn.scalar(select(probe.c.at).where(probe.c.id == 1))
+            await tx.rollback()
+
+        assert isinstance(read, datetime)
+        assert read.tzinfo is UTC
+        assert read == written
+        assert read.hour == 0  # 02:30 at +02:00 is 00:30 UTC
+
+    async def test_compares_instants_across_offsets(
+        self, any_engine: AsyncEngine, probe: Table
+    ) -> None:
+        # 10:00 at -05:00 is later than 12:00 at +00:00; a store that kept local wall
+        # times (SQLite) would order them the other way round.
+        earlier = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+        later = datetime(2025, 1, 1, 10, 0, tzinfo=timezone(timedelta(hours=-5)))
+        cutoff = datetime(2025, 1, 1, 13, 0, tzinfo=UTC)
+
+        async with any_engine.connect() as conn, conn.begin() as tx:
+            await conn.run_sync(probe.metadata.create_all)
+            await conn.execute(insert(probe), [{"id": 1, "at": earlier}, {"id": 2, "at": later}])
+            after_cutoff = (await conn.scalars(select(probe.c.id).where(probe.c.at > cutoff))).all()
+            await tx.rollback()
+
+        assert after_cutoff == [2]
+
+    async def test_null_round_trips(self, any_engine: AsyncEngine, probe: Table) -> None:
+        async with any_engine.connect() as conn, conn.begin() as tx:
+            await conn.run_sync(probe.metadata.create_all)
+            await conn.execute(insert(probe).values(id=1, at=None))
+            read = await conn.scalar(select(probe.c.at).where(probe.c.id == 1))
+            await tx.rollback()
+
+        assert read is None
+
+    async def test_rejects_naive_datetime(self, any_engine: AsyncEngine, probe: Table) -> None:
+        async with any_engine.connect() as conn, conn.begin() as tx:
+            await conn.run_sync(probe.metadata.create_all)
+            with pytest.raises(StatementError) as caught:
+                await conn.execute(insert(probe).values(id=1, at=datetime(2025, 1, 1)))
+            await tx.rollback()
+
+        assert isinstance(caught.value.orig, ValueError)
+        assert "naive" in str(caught.value.orig)
+
+
+@dataclass(frozen=True)
+class Tables:
+    notes: Table
+    parents: Table
+    children: Table
+
+
+@pytest.fixture
+async def tables(engine: AsyncEngine) -> AsyncIterator[Tables]:
+    """Committed tables of this test's own, since the app under test uses its own engine."""
+    suffix = uuid4().hex[:8]
+    metadata = MetaData()
+    parents = Table(f"parent_{suffix}", metadata, Column("id", Integer, primary_key=True))
+    made = Tables(
+        notes=Table(
+            f"note_{suffix}",
+            metadata,
+            Column("id", Integer, primary_key=True),
+            Column("text", String(50), nullable=False),
+        ),
+        parents=parents,
+        children=Table(
+            f"child_{suffix}",
+            metadata,
+            Column("id", Integer, primary_key=True),
+            # Checked at COMMIT, not at INSERT: the flush succeeds and the commit fails.
+            Column(
+                "parent_id",
+                Integer,
+                ForeignKey(parents.c.id, deferrable=True, initially="DEFERRED"),
+                nullable=False,
+            ),
+        ),
+    )
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    yield made
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.drop_all)
+
+
+async def count(engine: AsyncEngine, table: Table) -> int:
+    async with engine.connect() as conn:
+        return int(await conn.scalar(select(func.count()).select_from(table)) or 0)
+
+
+def unit_of_work_routes(tables: Tables) -> APIRouter:
+    router = APIRouter()
+
+    @router.post("/notes", status_code=201)
+    async def add_note(session: SessionDep) -> dict[str, bool]:
+        conn = await session.connection()
+        await conn.execute(insert(tables.notes).values(text="kept"))
+        return {"ok": True}
+
+    @router.post("/notes/conflict")
+    async def add_note_then_conflict(session: SessionDep) -> dict[str, bool]:
+        conn = await session.connection()
+        await conn.execute(insert(tables.notes).values(text="rolled back"))
+        raise Conflict("changed my mind")
+
+    @router.post("/notes/crash")
+    async def add_note_then_crash(session: SessionDep) -> dict[str, bool]:
+        conn = await session.connection()
+        await conn.execute(insert(tables.notes).values(text="rolled back"))
+        raise RuntimeError("bug after a write")
+
+    @router.post("/orphans", status_code=201)
+    async def add_orphan(session: SessionDep) -> dict[str, bool]:
+        conn = await session.connection()
+        await conn.execute(insert(tables.children).values(parent_id=404))
+        await conn.execute(insert(tables.notes).values(text="with the orphan"))
+        return {"ok": True}
+
+    return router
+
+
+class RecordResponseStart:
+    """Wraps an ASGI app to note, in ``events``, when the response starts going out."""
+
+    def __init__(self, app: ASGIApp, events: list[str]) -> None:
+        self.app = app
+        self.events = events
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def noting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.events.append("response")
+            await send(message)
+
+        await self.app(scope, receive, noting_send)
+
+
+class TestGetSession:
+    async def test_commits_on_success(
+        self, make_app: AppFactory, settings: Settings, tables: Tables, engine: AsyncEngine
+    ) -> None:
+        app = make_app(settings, unit_of_work_routes(tables))
+
+        async with serve(app) as client:
+            response = await client.post("/notes")
+
+        assert response.status_code == 201
+        assert await count(engine, tables.notes) == 1
+
+    async def test_commits_before_the_response_starts(
+        self, make_app: AppFactory, settings: Settings, tables: Tables
+    ) -> None:
+        events: list[str] = []
+
+        def on_commit(_: object) -> None:
+            events.append("commit")
+
+        app = make_app(settings, unit_of_work_routes(tables))
+        event.listen(Engine, "commit", on_commit)
+        try:
+            async with serve(RecordResponseStart(app, events)) as client:
+                response = await client.post("/notes")
+        finally:
+            event.remove(Engine, "commit", on_commit)
+
+        assert response.status_code == 201
+        assert events == ["commit", "response"]
+
+    async def test_rolls_back_on_domain_error(
+        self, make_app: AppFactory, settings: Settings, tables: Tables, engine: AsyncEngine
+    ) -> None:
+        app = make_app(settings, unit_of_work_routes(tables))
+
+        async with serve(app) as client:
+            response = await client.post("/notes/conflict")
+
+        assert response.status_code == 409
+        assert await count(engine, tables.notes) == 0
+
+    async def test_rolls_back_on_unexpected_error(
+        self, make_app: AppFactory, settings: Settings, tables: Tables, engine: AsyncEngine
+    ) -> None:
+        app = make_app(settings, unit_of_work_routes(tables))
+
+        async with serve(app) as client:
+            response = await client.post("/notes/crash")
+
+        assert response.status_code == 500
+        assert await count(engine, tables.notes) == 0
+
+    async def test_failed_commit_is_not_reported_as_success(
+        self, make_app: AppFactory, settings: Settings, tables: Tables, engine: AsyncEngine
+    ) -> None:
+        app = make_app(settings, unit_of_work_routes(tables))
+
+        async with serve(app) as client:
+            response = await client.post("/orphans")
+
+        assert response.status_code == 500
+        assert response.json()["code"] == "internal_error"
+        assert await count(engine, tables.children) == 0
+        assert await count(engine, tables.notes) == 0

@@ -1,0 +1,297 @@
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+from aixiate_core.db import SessionDep
+from aixiate_core.errors import (
+    PROBLEM_CONTENT_TYPE,
+    AppError,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    InvalidToken,
+    NotAuthenticated,
+    NotFound,
+    RateLimited,
+    ServiceUnavailable,
+    is_connection_error,
+)
+from aixiate_core.settings import Settings
+from aixiate_core.testing import serve
+from fastapi import APIRouter, FastAPI
+from pydantic import BaseModel, Field
+from redis.exceptions import ConnectionError as RedisConnectionError
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+type AppFactory = Callable[[Settings, APIRouter], FastAPI]
+
+PROBLEM_KEYS = {"type", "title", "status", "detail", "instance", "code", "request_id"}
+SECRET_INPUT = "hunter2-correct-horse"
+
+
+def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """The RFC 9457 shape of API.md, and the request id tying body and header together."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM_CONTENT_TYPE
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert body["code"] == code
+    assert body["type"] == "https://aixiate.dev/problems/" + code.replace("_", "-")
+    assert body["instance"] == response.request.url.path
+    assert body["request_id"] == response.headers["x-request-id"]
+    assert body["title"]
+    assert body["detail"]
+    return body
+
+
+class Signup(BaseModel):
+    email: str = Field(min_length=3)
+    password: str = Field(min_length=40)
+
+
+ERRORS: dict[str, AppError] = {
+    "bad-request": BadRequest(),
+    "not-authenticated": NotAuthenticated(),
+    "invalid-token": InvalidToken(),
+    "forbidden": Forbidden(),
+    "not-found": NotFound("No such widget."),
+    "conflict": Conflict(extra={"field": "email"}),
+    "rate-limited": RateLimited(30),
+    "unavailable": ServiceUnavailable(retry_after=7),
+}
+
+
+def error_routes() -> APIRouter:
+    router = APIRouter()
+
+    @router.post("/signup")
+    async def signup(body: Signup) -> dict[str, str]:
+        return {"email": body.email}
+
+    @router.get("/items/{item_id}")
+    async def get_item(item_id: int) -> dict[str, int]:
+        return {"id": item_id}
+
+    @router.get("/raise/{name}")
+    async def raise_error(name: str) -> None:
+        raise ERRORS[name]
+
+    @router.get("/database")
+    async def use_database(session: SessionDep) -> dict[str, int]:
+        conn = await session.connection()
+        return {"one": int(await conn.scalar(text("SELECT 1")) or 0)}
+
+    return router
+
+
+@pytest.fixture
+async def client(make_app: AppFactory, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with serve(make_app(settings, error_routes())) as http:
+        yield http
+
+
+class TestProblemShape:
+    @pytest.mark.parametrize(
+        ("method", "path", "kwargs", "status"),
+        [
+            pytest.param("GET", "/nowhere", {}, 404, id="unknown-route"),
+            pytest.param("DELETE", "/signup", {}, 405, id="wrong-method"),
+            pytest.param("POST", "/signup", {"content": b"{"}, 400, id="malformed-json"),
+            pytest.param("GET", "/items/abc", {}, 422, id="validation"),
+            pytest.param("GET", "/raise/conflict", {}, 409, id="domain-error"),
+        ],
+    )
+    async def test_exact_keys(
+        self,
+        client: httpx.AsyncClient,
+        method: str,
+        path: str,
+        kwargs: dict[str, Any],
+        status: int,
+    ) -> None:
+        response = await client.request(
+            method, path, headers={"content-type": "application/json"}, **kwargs
+        )
+
+        assert response.status_code == status
+        assert response.headers["content-type"] == PROBLEM_CONTENT_TYPE
+        expected = set(PROBLEM_KEYS)
+        if status == 422:
+            expected.add("errors")
+        if path == "/raise/conflict":
+            expected.add("field")
+        assert set(response.json()) == expected
+
+
+class TestHttpErrors:
+    async def test_unknown_route(self, client: httpx.AsyncClient) -> None:
+        assert_problem(await client.get("/nowhere"), 404, "not_found")
+
+    async def test_wrong_method(self, client: httpx.AsyncClient) -> None:
+        response = await client.delete("/signup")
+
+        body = assert_problem(response, 405, "method_not_allowed")
+        assert "DELETE" in body["detail"]
+        assert "POST" in response.headers["allow"]
+
+
+class TestRequestBodies:
+    async def test_malformed_json(self, client: httpx.AsyncClient) -> None:
+        response = await client.post(
+            "/signup",
+            content=b'{"email": "a@example.com", "password": ',
+            headers={"content-type": "application/json"},
+        )
+
+        assert_problem(response, 400, "malformed_json")
+
+    async def test_wrong_content_type(self, client: httpx.AsyncClient) -> None:
+        response = await client.post(
+            "/signup",
+            content=b'{"email": "a@example.com", "password": "x"}',
+            headers={"content-type": "text/plain"},
+        )
+
+        assert_problem(response, 415, "unsupported_media_type")
+
+    async def test_validation_error_lists_errors(self, client: httpx.AsyncClient) -> None:
+        response = await client.post("/signup", json={"email": "a", "password": SECRET_INPUT})
+
+        body = assert_problem(response, 422, "validation_error")
+        assert body["errors"]
+        assert {tuple(err["loc"]) for err in body["errors"]} == {
+            ("body", "email"),
+            ("body", "password"),
+        }
+        for err in body["errors"]:
+            assert set(err) == {"loc", "msg", "type"}
+            assert isinstance(err["msg"], str)
+            assert isinstance(err["type"], str)
+
+    async def test_validation_error_does_not_echo_input(self, client: httpx.AsyncClient) -> None:
+        response = await client.post("/signup", json={"email": "a", "password": SECRET_INPUT})
+
+        assert response.status_code == 422
+        assert SECRET_INPUT not in response.text
+
+    async def test_path_parameter_validation(self, client: httpx.AsyncClient) -> None:
+        body = assert_problem(await client.get("/items/abc"), 422, "validation_error")
+
+        assert body["errors"][0]["loc"] == ["path", "item_id"]
+
+
+class TestAppErrors:
+    async def test_not_authenticated_challenges_for_bearer(self, client: httpx.AsyncClient) -> None:
+        response = await client.get("/raise/not-authenticated")
+
+        assert_problem(response, 401, "not_authenticated")
+        assert response.headers["www-authenticate"] == "Bearer"
+
+    async def test_invalid_token_says_so_in_the_challenge(self, client: httpx.AsyncClient) -> None:
+        response = await client.get("/raise/invalid-token")
+
+        assert_problem(response, 401, "invalid_token")
+        assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+
+    async def test_rate_limited_carries_retry_after(self, client: httpx.AsyncClient) -> None:
+        response = await client.get("/raise/rate-limited")
+
+        assert_problem(response, 429, "rate_limited")
+        assert response.headers["retry-after"] == "30"
+
+    async def test_forbidden(self, client: httpx.AsyncClient) -> None:
+        assert_problem(await client.get("/raise/forbidden"), 403, "forbidden")
+
+    async def test_bad_request(self, client: httpx.AsyncClient) -> None:
+        assert_problem(await client.get("/raise/bad-request"), 400, "bad_request")
+
+    async def test_custom_detail(self, client: httpx.AsyncClient) -> None:
+        body = assert_problem(await client.get("/raise/not-found"), 404, "not_found")
+
+        assert body["detail"] == "No such widget."
+
+    async def test_extra_members(self, client: httpx.AsyncClient) -> None:
+        body = assert_problem(await client.get("/raise/conflict"), 409, "conflict")
+
+        assert body["field"] == "email"
+
+    async def test_service_unavailable_carries_retry_after(self, client: httpx.AsyncClient) -> None:
+        response = await client.get("/raise/unavailable")
+
+        assert_problem(response, 503, "service_unavailable")
+        assert response.headers["retry-after"] == "7"
+
+    def test_retry_after_is_at_least_one_second(self) -> None:
+        assert RateLimited(0).headers["Retry-After"] == "1"
+
+
+class TestBackendOutage:
+    async def test_unreachable_database_is_503(
+        self, make_app: AppFactory, settings: Settings, free_port: Callable[[], int]
+    ) -> None:
+        # Nothing listens on the port: connecting fails at once, like a database that is down.
+        down = settings.model_copy(
+            update={"database_url": f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/x"}
+        )
+
+        async with serve(make_app(down, error_routes())) as client:
+            response = await client.get("/database")
+
+        body = assert_problem(response, 503, "service_unavailable")
+        assert response.headers["retry-after"] == "5"
+        assert "asyncpg" not in response.text
+        assert "Error" not in body["detail"]
+
+    async def test_database_that_does_not_answer_is_503(
+        self, make_app: AppFactory, settings: Settings, silent_port: int
+    ) -> None:
+        hung = settings.model_copy(
+            update={
+                "database_url": f"postgresql+asyncpg://postgres@127.0.0.1:{silent_port}/x",
+                "database_connect_timeout_seconds": 0.2,
+            }
+        )
+        async with serve(make_app(hung, error_routes())) as client:
+            response = await client.get("/database")
+
+        assert_problem(response, 503, "service_unavailable")
+
+    async def test_database_answers_when_up(self, client: httpx.AsyncClient) -> None:
+        response = await client.get("/database")
+
+        assert response.status_code == 200
+        assert response.json() == {"one": 1}
+
+
+class TestIsConnectionError:
+    @pytest.mark.parametrize(
+        "exc",
+        [
+            pytest.param(RedisConnectionError("down"), id="redis"),
+            pytest.param(PoolTimeoutError("pool exhausted"), id="pool-timeout"),
+            pytest.param(ConnectionRefusedError(), id="refused"),
+            pytest.param(TimeoutError(), id="timeout"),
+            pytest.param(
+                OperationalError("SELECT 1", {}, ConnectionResetError()), id="dbapi-oserror"
+            ),
+            pytest.param(
+                DBAPIError("SELECT 1", {}, Exception("gone"), connection_invalidated=True),
+                id="dbapi-invalidated",
+            ),
+        ],
+    )
+    def test_outages(self, exc: BaseException) -> None:
+        assert is_connection_error(exc)
+
+    @pytest.mark.parametrize(
+        "exc",
+        [
+            pytest.param(IntegrityError("INSERT", {}, Exception("duplicate")), id="integrity"),
+            pytest.param(ValueError("bug"), id="bug"),
+        ],
+    )
+    def test_not_outages(self, exc: BaseException) -> None:
+        assert not is_connection_error(exc)

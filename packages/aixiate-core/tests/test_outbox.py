@@ -1,0 +1,369 @@
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from aixiate_core.db import create_sessionmaker, utc_now
+from aixiate_core.email import ResendEmailSender
+from aixiate_core.events import DomainEvents, EmailDeliveryFailed
+from aixiate_core.outbox import Outbox, OutboxDispatcher, OutboxEmail
+from aixiate_core.settings import Settings
+from aixiate_core.testing import FakeResend
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+
+class Clock:
+    """Test-controlled time: backoff and leases elapse without sleeping."""
+
+    def __init__(self) -> None:
+        # A second ahead of the wall clock, so rows the test enqueues afterwards are due.
+        self.now = utc_now() + timedelta(seconds=1)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def outbox_settings(settings: Settings) -> Settings:
+    return settings.model_copy(
+        update={
+            "outbox_max_attempts": 5,
+            "outbox_backoff_base_seconds": 10.0,
+            "outbox_lease_seconds": 60.0,
+            "outbox_batch_size": 10,
+        }
+    )
+
+
+@pytest.fixture
+def outbox(outbox_settings: Settings) -> Outbox:
+    return Outbox(outbox_settings)
+
+
+@pytest.fixture
+async def sessionmaker(engine: AsyncEngine) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    maker = create_sessionmaker(engine)
+    yield maker
+    # These tests commit for real: leave no due rows behind for other tests' dispatchers.
+    async with maker() as session, session.begin():
+        for row in (await session.exec(select(OutboxEmail))).all():
+            await session.delete(row)
+
+
+def dispatcher_for(
+    fake: FakeResend,
+    *,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    outbox: Outbox,
+    settings: Settings,
+    clock: Callable[[], datetime],
+    events: DomainEvents | None = None,
+) -> OutboxDispatcher:
+    sender = ResendEmailSender(api_key="re_test", base_url=fake.url, sender=settings.email_from)
+    return OutboxDispatcher(
+        sessionmaker=sessionmaker,
+        sender=sender,
+        outbox=outbox,
+        settings=settings,
+        events=events,
+        clock=clock,
+    )
+
+
+async def enqueue(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    outbox: Outbox,
+    *,
+    to: str = "ada@example.test",
+    name: str | None = "Ada",
+) -> OutboxEmail:
+    async with sessionmaker() as session, session.begin():
+        return await outbox.enqueue(
+            session,
+            to=to,
+            template="verify_email",
+            context={
+                "name": name,
+                "link": outbox.link("verify-email", "t0k3n"),
+                "expires_hours": 24,
+            },
+        )
+
+
+async def reload(sessionmaker: async_sessionmaker[AsyncSession], row_id: Any) -> OutboxEmail:
+    async with sessionmaker() as session:
+        row = await session.get(OutboxEmail, row_id)
+        assert row is not None
+        return row
+
+
+class TestEnqueue:
+    async def test_body_is_stored_encrypted(self, session: AsyncSession, outbox: Outbox) -> None:
+        row = await outbox.enqueue(
+            session,
+            to="ada@example.test",
+            template="verify_email",
+            context={
+                "name": "Ada",
+                "link": outbox.link("verify-email", "s3cr3t"),
+                "expires_hours": 24,
+            },
+        )
+        assert row.payload is not None
+        assert b"s3cr3t" not in row.payload
+        assert b"ada@example.test" not in row.payload
+        message = outbox.open(row)
+        assert message.to == "ada@example.test"
+        assert "verify-email?token=s3cr3t" in message.text
+        assert message.idempotency_key == row.idempotency_key
+
+    async def test_html_escapes_names_text_keeps_them(
+        self, session: AsyncSession, outbox: Outbox
+    ) -> None:
+        name = "<script>alert(1)</script> Robert'); DROP TABLE users;--"
+        row = await outbox.enqueue(
+            session,
+            to="bobby@example.test",
+            template="verify_email",
+            context={"name": name, "link": outbox.link("verify-email", "x"), "expires_hours": 24},
+        )
+        message = outbox.open(row)
+        assert "<script>" not in message.html
+        assert "&lt;script&gt;" in message.html
+        assert name in message.text
+
+    async def test_rolled_back_transaction_sends_nothing(
+        self, engine: AsyncEngine, outbox: Outbox
+    ) -> None:
+        maker = create_sessionmaker(engine)
+        async with maker() as session:
+            row = await outbox.enqueue(
+                session,
+                to="gone@example.test",
+                template="password_changed",
+                context={"name": None},
+            )
+            await session.rollback()
+        async with maker() as session:
+            assert await session.get(OutboxEmail, row.id) is None
+
+    async def test_links_use_the_public_url(self, outbox: Outbox, settings: Settings) -> None:
+        assert (
+            outbox.link("reset-password", "abc")
+            == f"{settings.public_url}/reset-password?token=abc"
+        )
+
+
+class TestDispatcher:
+    async def test_delivers_once_and_wipes_the_body(
+        self,
+        fake_resend: FakeResend,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        outbox: Outbox,
+        outbox_settings: Settings,
+    ) -> None:
+        clock = Clock()
+        dispatcher = dispatcher_for(
+            fake_resend,
+            sessionmaker=sessionmaker,
+            outbox=outbox,
+            settings=outbox_settings,
+            clock=clock,
+        )
+        row = await enqueue(sessionmaker, outbox)
+        assert await dispatcher.run_once() == 1
+        assert await dispatcher.run_once() == 0
+        sent = await reload(sessionmaker, row.id)
+        assert (sent.status, sent.attempts, sent.payload) == ("sent", 1, None)
+        assert sent.provider_id
+        [email] = fake_resend.emails
+        assert email["to"] == ["ada@example.test"]
+        assert email["subject"].startswith("Confirm your email address")
+        assert "verify-email?token=t0k3n" in email["text"]
+        assert fake_resend.calls[0].headers["idempotency-key"] == row.idempotency_key
+
+    async def test_retries_with_backoff_until_the_provider_recovers(
+        self,
+        fake_resend: FakeResend,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        outbox: Outbox,
+        outbox_settings: Settings,
+    ) -> None:
+        clock = Clock()
+        dispatcher = dispatcher_for(
+            fake_resend,
+            sessionmaker=sessionmaker,
+            outbox=outbox,
+            settings=outbox_settings,
+            clock=clock,
+        )
+        fake_resend.fail_next(3, status=500)
+        row = await enqueue(sessionmaker, outbox)
+        delays = []
+        for _ in range(3):
+            assert await dispatcher.run_once() == 1
+            pending = await reload(sessionmaker, row.id)
+            assert pending.status == "pending"
+            # Not due again before its backoff has passed.
+            assert await dispatcher.run_once() == 0
+            delays.append((pending.next_attempt_at - clock.now).total_seconds())
+            clock.advance(delays[-1] + 1)
+        assert await dispatcher.run_once() == 1
+        sent = await reload(sessionmaker, row.id)
+        assert (sent.status, sent.attempts) == ("sent", 4)
+        assert len(fake_resend.emails) == 1
+        assert delays[0] < delays[1] < delays[2]  # exponential, with jitter of +-20%
+        assert {call.headers["idempotency-key"] for call in fake_resend.calls} == {
+            row.idempotency_key
+        }
+
+    async def test_permanent_rejection_fails_at_once_and_is_announced(
+        self,
+        fake_resend: FakeResend,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        outbox: Outbox,
+        outbox_settings: Settings,
+    ) -> None:
+        announced: list[EmailDeliveryFailed] = []
+
+        async def on_failed(_: AsyncSession, event: EmailDeliveryFailed) -> None:
+            announced.append(event)
+
+        events = DomainEvents()
+        events.subscribe(EmailDeliveryFailed, on_failed)
+        dispatcher = dispatcher_for(
+            fake_resend,
+            sessionmaker=sessionmaker,
+            outbox=outbox,
+            settings=outbox_settings,
+            clock=Clock(),
+            events=events,
+        )
+        fake_resend.fail_next(1, status=422)
+        row = await enqueue(sessionmaker, outbox)
+        await dispatcher.run_once()
+        failed = await reload(sessionmaker, row.id)
+        assert (failed.status, failed.attempts, failed.payload) == ("failed", 1, None)
+        assert [(e.message_id, e.template) for e in announced] == [(row.id, "verify_email")]
+
+    async def test_gives_up_after_max_attempts(
+        self,
+        fake_resend: FakeResend,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        outbox: Outbox,
+        outbox_settings: Settings,
+    ) -> None:
+        clock = Clock()
+        dispatcher = dispatcher_for(
+            fake_resend,
+            sessionmaker=sessionmaker,
+            outbox=outbox,
+            settings=outbox_settings,
+            clock=clock,
+        )
+        fake_resend.fail_next(100, status=503)
+        row = await enqueue(sessionmaker, outbox)
+        for _ in range(outbox_settings.outbox_max_attempts):
+            await dispatcher.run_once()
+            clock.advance(outbox_settings.outbox_backoff_max_seconds + 1)
+        final = await reload(sessionmaker, row.id)
+        assert (final.status, final.attempts) == ("failed", outbox_settings.outbox_max_attempts)
+        assert await dispatcher.run_once() == 0
+
+    async def test_killed_mid_batch_loses_nothing_and_sends_nothing_twice(
+        self,
+        fake_resend: FakeResend,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        outbox: Outbox,
+        outbox_settings: Settings,
+    ) -> None:
+        clock = Clock()
+        rows = [await enqueue(sessionmaker, outbox, to=f"u{i}@example.test") for i in range(5)]
+        # The provider accepts the third message but the dispatcher dies before it
+        # hears the answer: the worst moment to be killed.
+        fake_resend.hold_after(3)
+        first = dispatcher_for(
+            fake_resend,
+            sessionmaker=sessionmaker,
+            outbox=outbox,
+            settings=outbox_settings,
+            clock=clock,
+        )
+        task = asyncio.create_task(first.run_once())
+        await fake_resend.wait_for_held()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        fake_resend.release()
+
+        second = dispatcher_for(
+            fake_resend,
+            sessionmaker=sessionmaker,
+            outbox=outbox,
+            settings=outbox_settings,
+            clock=clock,
+        )
+        # Leased rows wait for the lease to run out, so a slow live dispatcher is not raced.
+        assert await second.run_once() == 0
+        clock.advance(outbox_settings.outbox_lease_seconds + 1)
+        assert await second.run_once() == 3
+        statuses = [(await reload(sessionmaker, row.id)).status for row in rows]
+        assert statuses == ["sent"] * 5
+        delivered = fake_resend.delivered_keys
+        assert sorted(delivered) == sorted(row.idempotency_key for row in rows)
+        assert len(delivered) == len(set(delivered))
+
+    async def test_concurrent_dispatchers_claim_each_message_once(
+        self,
+        fake_resend: FakeResend,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        outbox: Outbox,
+        outbox_settings: Settings,
+    ) -> None:
+        rows = [await enqueue(sessionmaker, outbox, to=f"c{i}@example.test") for i in range(30)]
+        dispatchers = [
+            dispatcher_for(
+                fake_resend,
+                sessionmaker=sessionmaker,
+                outbox=outbox,
+                settings=outbox_settings,
+                clock=Clock(),
+            )
+            for _ in range(3)
+        ]
+        while sum(await asyncio.gather(*(d.run_once() for d in dispatchers))):
+            pass
+        attempts = [(await reload(sessionmaker, row.id)).attempts for row in rows]
+        assert attempts == [1] * 30
+        assert len(fake_resend.calls) == 30
+
+    async def test_run_forever_wakes_on_commit_and_stops(
+        self,
+        fake_resend: FakeResend,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        outbox: Outbox,
+        outbox_settings: Settings,
+    ) -> None:
+        slow_poll = outbox_settings.model_copy(update={"outbox_poll_seconds": 3600.0})
+        dispatcher = dispatcher_for(
+            fake_resend, sessionmaker=sessionmaker, outbox=outbox, settings=slow_poll, clock=utc_now
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(dispatcher.run_forever(stop))
+        await asyncio.sleep(0.05)
+        await enqueue(sessionmaker, outbox)
+        async with asyncio.timeout(30):
+            while not fake_resend.emails:  # noqa: ASYNC110 - the fake lives in a thread
+                await asyncio.sleep(0.02)
+        stop.set()
+        async with asyncio.timeout(30):
+            await task
+        async with sessionmaker() as session:
+            statement = select(OutboxEmail).where(col(OutboxEmail.status) == "sent")
+            assert len((await session.exec(statement)).all()) == 1
