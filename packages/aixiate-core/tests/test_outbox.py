@@ -10,6 +10,7 @@ from aixiate_core.events import DomainEvents, EmailDeliveryFailed
 from aixiate_core.outbox import Outbox, OutboxDispatcher, OutboxEmail
 from aixiate_core.settings import Settings
 from aixiate_core.testing import FakeResend
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -49,11 +50,16 @@ def outbox(outbox_settings: Settings) -> Outbox:
 @pytest.fixture
 async def sessionmaker(engine: AsyncEngine) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
     maker = create_sessionmaker(engine)
+    # These tests commit for real and count what a dispatcher claims: start and end with
+    # an empty outbox, whatever other suites of this run left in the shared database.
+    await _empty_outbox(maker)
     yield maker
-    # These tests commit for real: leave no due rows behind for other tests' dispatchers.
+    await _empty_outbox(maker)
+
+
+async def _empty_outbox(maker: async_sessionmaker[AsyncSession]) -> None:
     async with maker() as session, session.begin():
-        for row in (await session.exec(select(OutboxEmail))).all():
-            await session.delete(row)
+        await session.exec(delete(OutboxEmail))
 
 
 def dispatcher_for(

@@ -11,9 +11,7 @@ class TestCreateApp:
         with pytest.raises(UnsafeSettingsError, match="AIXIATE_SECRET_KEY"):
             create_app(unsafe)
 
-    def test_feature_routers_are_mounted_under_the_version_prefix(
-        self, settings: Settings
-    ) -> None:
+    def test_feature_routers_are_mounted_under_the_version_prefix(self, settings: Settings) -> None:
         app = create_app(settings)
         feature_routes = [
             route

@@ -1,5 +1,305 @@
 """``/auth``: registration, login, tokens, sessions and password flows."""
 
-from fastapi import APIRouter
+from typing import Annotated, Any
+from uuid import UUID
+
+from aixiate_core.db import SessionDep
+from aixiate_core.events import EventsDep
+from aixiate_core.outbox import OutboxDep
+from aixiate_core.security import CurrentPrincipal, PasswordServiceDep, WeakPassword
+from aixiate_users import service as users_service
+from aixiate_users.errors import EmailTaken, InvalidActionToken, problem_responses
+from aixiate_users.models import User
+from fastapi import APIRouter, Depends, Response, status
+from fastapi.security import OAuth2PasswordRequestForm
+
+from aixiate_auth import login as login_service
+from aixiate_auth import recovery as recovery_service
+from aixiate_auth import registration as registration_service
+from aixiate_auth.errors import (
+    AccountInactive,
+    EmailNotVerified,
+    InvalidCredentials,
+    InvalidCurrentPassword,
+    InvalidOrExpiredToken,
+    InvalidRefreshToken,
+    SessionNotFound,
+    TokenReused,
+)
+from aixiate_auth.runtime import RuntimeDep
+from aixiate_auth.schemas import (
+    Accepted,
+    EmailChangeConfirmation,
+    EmailVerification,
+    Login,
+    PasswordChange,
+    PasswordForgot,
+    PasswordReset,
+    RefreshRequest,
+    Registration,
+    SessionRead,
+    TokenPair,
+    UserRead,
+    VerificationResend,
+)
+from aixiate_auth.settings import AuthSettingsDep
 
 router = APIRouter(prefix="/auth", tags=["auth"])
+
+REGISTRATION_ACCEPTED = Accepted(
+    detail="Thanks. We have sent an email to that address with the next step."
+)
+FORGOT_ACCEPTED = Accepted(
+    detail="If that address has an account, a link to reset the password is on its way."
+)
+RESEND_ACCEPTED = Accepted(
+    detail="If that address has an account waiting for verification, a new link is on its way."
+)
+
+
+@router.post(
+    "/register",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Accepted,
+    responses=problem_responses(WeakPassword, auth=False),
+)
+async def register(
+    body: Registration,
+    session: SessionDep,
+    passwords: PasswordServiceDep,
+    outbox: OutboxDep,
+    settings: AuthSettingsDep,
+) -> Accepted:
+    """Creates an account and emails a link to verify the address.
+
+    The answer is the same whether or not the address already has an account; its owner
+    is told by email instead. A password that breaks the policy answers 422
+    `weak_password` with a `reason`: `too_short`, `too_long`, `common` or
+    `contains_email`.
+    """
+    await registration_service.register(
+        session, body, passwords=passwords, outbox=outbox, settings=settings
+    )
+    return REGISTRATION_ACCEPTED
+
+
+@router.post(
+    "/verify-email",
+    response_model=UserRead,
+    responses=problem_responses(InvalidOrExpiredToken, auth=False),
+)
+async def verify_email(body: EmailVerification, session: SessionDep) -> User:
+    """Marks the address verified with the token from the verification email.
+
+    Each token works once and expires (24 hours by default); requesting a new one
+    retires the earlier ones.
+    """
+    return await registration_service.verify_email(session, body.token)
+
+
+@router.post(
+    "/verify-email/resend",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Accepted,
+    responses=problem_responses(auth=False),
+)
+async def resend_verification(
+    body: VerificationResend,
+    session: SessionDep,
+    outbox: OutboxDep,
+    settings: AuthSettingsDep,
+) -> Accepted:
+    """Sends a new verification link. The answer is the same for every address."""
+    await registration_service.resend_verification(
+        session, body.email, outbox=outbox, settings=settings
+    )
+    return RESEND_ACCEPTED
+
+
+@router.post(
+    "/confirm-email",
+    response_model=UserRead,
+    responses=problem_responses(InvalidActionToken, EmailTaken, auth=False),
+)
+async def confirm_email(
+    body: EmailChangeConfirmation, session: SessionDep, events: EventsDep
+) -> User:
+    """Completes an email change (see `POST /users/me/email`) with the token sent to the
+    new address, and marks that address verified. Each token works once and expires
+    with the verification TTL."""
+    return await users_service.confirm_email_change(session, body.token, events=events)
+
+
+# --- login, tokens and sessions -------------------------------------------------------
+
+# RFC 6749 5.1: token responses must not be cached.
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def _token_response(response: Response, pair: TokenPair) -> TokenPair:
+    response.headers.update(_NO_STORE)
+    return pair
+
+
+@router.post(
+    "/login",
+    response_model=TokenPair,
+    responses=problem_responses(InvalidCredentials, EmailNotVerified, AccountInactive, auth=False),
+)
+async def login(
+    body: Login, session: SessionDep, runtime: RuntimeDep, response: Response
+) -> TokenPair:
+    """Exchanges email and password for an access token and a refresh token.
+
+    Unknown email and wrong password answer the same 401 `invalid_credentials`, in the
+    same time. 403 `email_not_verified` and `account_inactive` follow only a correct
+    password.
+    """
+    pair = await login_service.login(session, runtime, email=body.email, password=body.password)
+    return _token_response(response, pair)
+
+
+@router.post(
+    "/token",
+    response_model=TokenPair,
+    responses=problem_responses(InvalidCredentials, EmailNotVerified, AccountInactive, auth=False),
+)
+async def token(
+    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    session: SessionDep,
+    runtime: RuntimeDep,
+    response: Response,
+) -> TokenPair:
+    """The OAuth2 password grant (form fields `username` = email and `password`), for
+    Swagger UI's Authorize button and OAuth2 clients. Same rules as `/login`."""
+    pair = await login_service.login(session, runtime, email=form.username, password=form.password)
+    return _token_response(response, pair)
+
+
+@router.post(
+    "/refresh",
+    response_model=TokenPair,
+    responses=problem_responses(InvalidRefreshToken, TokenReused, auth=False),
+)
+async def refresh(
+    body: RefreshRequest,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    outbox: OutboxDep,
+    response: Response,
+) -> TokenPair:
+    """Rotates the refresh token: the answer carries a new pair and the old refresh token
+    stops working. Presenting an already-rotated token ends the whole session (someone
+    may have copied it) and answers 401 `token_reused`."""
+    pair = await login_service.refresh(session, runtime, outbox, refresh_token=body.refresh_token)
+    return _token_response(response, pair)
+
+
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses())
+async def logout(principal: CurrentPrincipal, session: SessionDep, runtime: RuntimeDep) -> None:
+    """Ends the current session; its tokens stop working on the next request, everywhere."""
+    await login_service.logout(session, runtime, principal)
+
+
+@router.post("/logout-all", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses())
+async def logout_all(principal: CurrentPrincipal, session: SessionDep, runtime: RuntimeDep) -> None:
+    """Ends every session of the caller, this one included."""
+    await login_service.logout_all(session, runtime, principal)
+
+
+@router.get("/sessions", response_model=list[SessionRead], responses=problem_responses())
+async def list_sessions(principal: CurrentPrincipal, session: SessionDep) -> list[SessionRead]:
+    """The caller's active sessions, most recently used first; `current` marks this one."""
+    return [
+        SessionRead(
+            id=item.id,
+            created_at=item.created_at,
+            last_used_at=item.last_used_at,
+            expires_at=min(item.expires_at, item.idle_expires_at),
+            ip=item.ip,
+            user_agent=item.user_agent,
+            current=item.id == principal.session_id,
+        )
+        for item in await login_service.list_sessions(session, principal)
+    ]
+
+
+@router.delete(
+    "/sessions/{session_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(SessionNotFound),
+)
+async def revoke_session(
+    session_id: UUID, principal: CurrentPrincipal, session: SessionDep, runtime: RuntimeDep
+) -> None:
+    """Ends one of the caller's sessions. Another user's session answers 404."""
+    await login_service.revoke_session(session, runtime, principal, session_id)
+
+
+# --- password recovery and change -----------------------------------------------------
+
+
+@router.post(
+    "/password/forgot",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Accepted,
+    responses=problem_responses(auth=False),
+)
+async def forgot_password(
+    body: PasswordForgot, session: SessionDep, runtime: RuntimeDep, outbox: OutboxDep
+) -> Accepted:
+    """Emails a password reset link. The answer is the same for every address."""
+    await recovery_service.forgot(session, runtime, outbox, email=body.email)
+    return FORGOT_ACCEPTED
+
+
+@router.post(
+    "/password/reset",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(InvalidOrExpiredToken, WeakPassword, auth=False),
+)
+async def reset_password(
+    body: PasswordReset, session: SessionDep, runtime: RuntimeDep, outbox: OutboxDep
+) -> None:
+    """Sets a new password with the token from the reset email and ends every session.
+    The token works once and expires (1 hour by default)."""
+    await recovery_service.reset(
+        session, runtime, outbox, token=body.token, new_password=body.new_password
+    )
+
+
+@router.post(
+    "/password/change",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(InvalidCurrentPassword, WeakPassword),
+)
+async def change_password(
+    body: PasswordChange,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    outbox: OutboxDep,
+) -> None:
+    """Changes the password (the current one is required) and ends every other session."""
+    await recovery_service.change(
+        session,
+        runtime,
+        outbox,
+        principal,
+        current_password=body.current_password,
+        new_password=body.new_password,
+    )
+
+
+# --- JWKS -----------------------------------------------------------------------------
+
+jwks_router = APIRouter(tags=["auth"])
+
+
+@jwks_router.get("/.well-known/jwks.json")
+async def jwks(runtime: RuntimeDep, response: Response) -> dict[str, Any]:
+    """The public keys that verify our access tokens: the active one and every retired
+    one whose tokens may still be live. Clients fetch again on an unknown `kid`."""
+    await runtime.keyring.reload_if_stale()
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return runtime.keyring.jwks()

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import Field, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from aixiate_core.crypto import SecretBox
+from aixiate_core.crypto import DecryptionError, SecretBox
 from aixiate_core.db import TableBase, UTCDateTime, utc_now
 from aixiate_core.email import EmailDeliveryError, EmailMessage, EmailSender
 from aixiate_core.events import DomainEvents, EmailDeliveryFailed
@@ -229,6 +229,11 @@ class OutboxDispatcher:
             return
         try:
             message = self.outbox.open(row)
+        except DecryptionError:
+            # Sealed under another secret key: no retry can ever open it.
+            await self._failed(item, row.template, "undecryptable", retryable=False)
+            return
+        try:
             provider_id = await self.sender.send(message)
         except EmailDeliveryError as exc:
             await self._failed(item, row.template, str(exc), retryable=exc.retryable)

@@ -11,6 +11,7 @@ Which backends a run uses comes from the environment:
 import asyncio
 import json
 import os
+import secrets
 import socket
 import threading
 import uuid
@@ -22,7 +23,9 @@ from typing import Any, ClassVar
 
 import httpx
 import pytest
+import structlog
 from asgi_lifespan import LifespanManager
+from pydantic import SecretStr
 from redis.asyncio import Redis
 from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -35,6 +38,7 @@ from aixiate_core.db import create_engine
 from aixiate_core.settings import Settings
 
 RUN_ID = uuid.uuid4().hex[:12]
+RUN_SECRET = secrets.token_urlsafe(48)
 
 
 def postgres_server_url() -> str | None:
@@ -43,6 +47,21 @@ def postgres_server_url() -> str | None:
 
 def redis_server_url() -> str | None:
     return os.environ.get("AIXIATE_TEST_REDIS_URL") or None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Until a test configures logging itself, render plainly: structlog's default would
+    # use rich tracebacks, which print local variables (tokens, passwords) into the log.
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.dev.ConsoleRenderer(
+                colors=False, exception_formatter=structlog.dev.plain_traceback
+            ),
+        ]
+    )
 
 
 def pytest_report_header() -> list[str]:
@@ -112,6 +131,8 @@ def settings(database_schema: str, redis_prefix: str) -> Settings:
         redis_url=redis_server_url(),
         redis_key_prefix=redis_prefix,
         log_format="console",
+        # One key per run: every app of the run can open what another one sealed.
+        secret_key=SecretStr(RUN_SECRET),
         _env_file=None,
     )
 

@@ -4,17 +4,24 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from aixiate_audit.router import router as audit_router
+from aixiate_auth.router import jwks_router
 from aixiate_auth.router import router as auth_router
+from aixiate_auth.runtime import AuthRuntime
+from aixiate_auth.settings import AuthSettings, get_auth_settings
 from aixiate_core.errors import install_error_handlers
+from aixiate_core.events import DomainEvents
 from aixiate_core.logging import configure_logging
 from aixiate_core.metrics import Metrics
 from aixiate_core.middleware import RequestMiddleware
-from aixiate_core.resources import State, open_resources
+from aixiate_core.resources import State, open_resources, running_dispatcher
 from aixiate_core.router import router as operations_router
+from aixiate_core.security import register_password_service, register_principal_resolver
 from aixiate_core.settings import Settings, get_settings
 from aixiate_users.router import router as users_router
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+
+from aixiate_api.wiring import subscribe_all
 
 API_PREFIX = "/api/v1"
 
@@ -24,15 +31,25 @@ def _operation_id(route: APIRoute) -> str:
     return f"{route.tags[0]}-{route.name}" if route.tags else route.name
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, auth_settings: AuthSettings | None = None
+) -> FastAPI:
     settings = settings or get_settings()
     settings.check_safe()
     configure_logging(settings)
 
+    auth = AuthRuntime(auth_settings or get_auth_settings())
+    events = subscribe_all(DomainEvents(), auth)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[State]:
         async with open_resources(settings) as state:
-            yield state
+            await auth.start(state)
+            try:
+                async with running_dispatcher(state, events):
+                    yield state
+            finally:
+                auth.close()
 
     app = FastAPI(
         title="Aixiate",
@@ -43,6 +60,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
+    app.state.events = events
+    app.state.auth = auth
+    register_principal_resolver(app, auth)
+    register_password_service(app, auth.passwords)
     install_error_handlers(app)
     app.add_middleware(
         RequestMiddleware,
@@ -51,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         trusted_proxies=settings.trusted_proxies,
     )
     app.include_router(operations_router)
+    app.include_router(jwks_router)
     for router in (auth_router, users_router, audit_router):
         app.include_router(router, prefix=API_PREFIX)
     return app

@@ -1,0 +1,58 @@
+"""Errors of the auth package; core's handlers render them as RFC 9457 problems."""
+
+from aixiate_core.errors import AppError, InvalidToken, NotFound
+from aixiate_users.errors import InvalidActionToken
+
+# One error for every emailed single-use link, whichever package consumes it.
+InvalidOrExpiredToken = InvalidActionToken
+
+
+class InvalidCredentials(AppError):
+    status_code = 401
+    code = "invalid_credentials"
+    title = "Invalid credentials"
+    default_detail = "The email or password is incorrect."
+
+    def __init__(self) -> None:
+        super().__init__(headers={"WWW-Authenticate": "Bearer"})
+
+
+class EmailNotVerified(AppError):
+    status_code = 403
+    code = "email_not_verified"
+    title = "Email not verified"
+    default_detail = "Verify your email address first; the link is in the email we sent."
+
+
+class AccountInactive(AppError):
+    status_code = 403
+    code = "account_inactive"
+    title = "Account inactive"
+    default_detail = "This account is deactivated."
+
+
+class InvalidRefreshToken(InvalidToken):
+    default_detail = "The refresh token is invalid, expired or revoked; sign in again."
+
+
+class TokenReused(AppError):
+    """An already-rotated refresh token: the session is ended (OAuth 2.0 Security BCP)."""
+
+    status_code = 401
+    code = "token_reused"
+    title = "Refresh token reused"
+    default_detail = "This refresh token was already used; the session has been ended."
+
+    def __init__(self) -> None:
+        super().__init__(headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+class InvalidCurrentPassword(AppError):
+    status_code = 403
+    code = "invalid_password"
+    title = "Invalid password"
+    default_detail = "The current password is incorrect."
+
+
+class SessionNotFound(NotFound):
+    default_detail = "No such session."

@@ -1,0 +1,124 @@
+"""Password forgot, reset and change.
+
+Forgot answers the same for every address; reset and change end sessions (all of them,
+or all but the caller's) and tell the owner by email.
+"""
+
+from aixiate_audit import service as audit_service
+from aixiate_core.db import utc_now
+from aixiate_core.outbox import Outbox
+from aixiate_core.security import Principal
+from aixiate_users.models import User
+from aixiate_users.repository import UserRepository
+from aixiate_users.tokens import TokenPurpose
+from aixiate_users.tokens import consume as consume_token
+from aixiate_users.tokens import issue as issue_token
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from aixiate_auth import sessions
+from aixiate_auth.errors import InvalidCurrentPassword, InvalidOrExpiredToken
+from aixiate_auth.runtime import AuthRuntime
+
+
+async def forgot(
+    session: AsyncSession, runtime: AuthRuntime, outbox: Outbox, *, email: str
+) -> None:
+    user = await UserRepository(session).get_by_email(email)
+    if user is None or not user.is_active:
+        return
+    token = await issue_token(
+        session,
+        user_id=user.id,
+        purpose=TokenPurpose.RESET_PASSWORD,
+        ttl=runtime.settings.password_reset_ttl,
+    )
+    await outbox.enqueue(
+        session,
+        to=user.email,
+        template="password_reset",
+        context={
+            "name": user.full_name,
+            "link": outbox.link("reset-password", token),
+            "expires_minutes": runtime.settings.password_reset_ttl_seconds // 60,
+        },
+    )
+    await audit_service.record(
+        session, "auth.password.forgot", actor_id=user.id, target_type="user", target_id=user.id
+    )
+
+
+async def reset(
+    session: AsyncSession, runtime: AuthRuntime, outbox: Outbox, *, token: str, new_password: str
+) -> None:
+    used = await consume_token(session, token, TokenPurpose.RESET_PASSWORD)
+    user = await session.get(User, used.user_id) if used else None
+    if user is None or not user.is_active:
+        raise InvalidOrExpiredToken()
+    # A policy failure raises and rolls the consumed token back: it can be used again.
+    runtime.passwords.check_policy(new_password, email=user.email)
+    await _set_password(session, runtime, user, new_password)
+    # Only the mailbox owner could read the link, so the address is proven too.
+    user.is_verified = True
+    revoked = await sessions.revoke_all(session, runtime.liveness, user.id, "password_reset")
+    await outbox.enqueue(
+        session, to=user.email, template="password_changed", context={"name": user.full_name}
+    )
+    await audit_service.record(
+        session,
+        "auth.password.reset",
+        actor_id=user.id,
+        target_type="user",
+        target_id=user.id,
+        data={"sessions_revoked": len(revoked)},
+    )
+
+
+async def change(
+    session: AsyncSession,
+    runtime: AuthRuntime,
+    outbox: Outbox,
+    principal: Principal,
+    *,
+    current_password: str,
+    new_password: str,
+) -> None:
+    user = await session.get(User, principal.user_id)
+    if user is None:
+        raise InvalidCurrentPassword()
+    check = await runtime.passwords.verify(current_password, user.password_hash)
+    if not check.valid:
+        await audit_service.record_now(
+            runtime.state["sessionmaker"],
+            "auth.password.change_failed",
+            actor_id=user.id,
+            target_type="user",
+            target_id=user.id,
+            success=False,
+            reason="bad_password",
+        )
+        raise InvalidCurrentPassword()
+    runtime.passwords.check_policy(new_password, email=user.email)
+    await _set_password(session, runtime, user, new_password)
+    revoked = await sessions.revoke_all(
+        session, runtime.liveness, user.id, "password_changed", keep=principal.session_id
+    )
+    await outbox.enqueue(
+        session, to=user.email, template="password_changed", context={"name": user.full_name}
+    )
+    await audit_service.record(
+        session,
+        "auth.password.changed",
+        actor_id=user.id,
+        target_type="user",
+        target_id=user.id,
+        data={"sessions_revoked": len(revoked)},
+    )
+
+
+async def _set_password(
+    session: AsyncSession, runtime: AuthRuntime, user: User, password: str
+) -> None:
+    user.password_hash = await runtime.passwords.hash(password)
+    user.password_changed_at = utc_now()
+    session.add(user)
+    await session.flush()

@@ -1,0 +1,138 @@
+"""Sign-up and email verification.
+
+Registration never tells a caller whether an address has an account: both outcomes hash
+the password, write one email to the outbox and one audit event, and answer the same.
+The owner of a taken address is told by email instead.
+"""
+
+import math
+
+from aixiate_audit import service as audit_service
+from aixiate_core.outbox import Outbox
+from aixiate_core.security import PasswordService
+from aixiate_users import tokens
+from aixiate_users.models import User
+from aixiate_users.repository import UserRepository, normalize_email
+from aixiate_users.tokens import TokenPurpose
+from sqlalchemy.exc import IntegrityError
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from aixiate_auth.errors import InvalidOrExpiredToken
+from aixiate_auth.schemas import Registration
+from aixiate_auth.settings import AuthSettings
+
+
+async def register(
+    session: AsyncSession,
+    body: Registration,
+    *,
+    passwords: PasswordService,
+    outbox: Outbox,
+    settings: AuthSettings,
+) -> None:
+    # The policy looks at the password and the address typed, never at the database, so
+    # a weak_password answer says nothing about whether the address is taken.
+    passwords.check_policy(body.password, email=body.email)
+    email = normalize_email(body.email)
+    password_hash = await passwords.hash(body.password)
+
+    user = User(
+        email=email,
+        password_hash=password_hash,
+        full_name=body.full_name,
+        roles=[],
+        is_verified=False,
+    )
+    if await _insert(session, user):
+        await send_verification(session, user, outbox=outbox, settings=settings)
+        await audit_service.record(
+            session, "user.registered", actor_id=user.id, target_type="user", target_id=user.id
+        )
+        return
+
+    existing = await UserRepository(session).get_by_email(email)
+    if existing is None:
+        # The competing registration rolled back or the account was deleted meanwhile;
+        # the caller can simply register again.
+        return
+    await outbox.enqueue(
+        session,
+        to=existing.email,
+        template="account_exists",
+        context={"name": existing.full_name},
+    )
+    await audit_service.record(
+        session,
+        "user.register.duplicate",
+        target_type="user",
+        target_id=existing.id,
+        success=False,
+        reason="email_taken",
+    )
+
+
+async def _insert(session: AsyncSession, user: User) -> bool:
+    """Adds the user unless the address is taken; False when it is.
+
+    Insert first, look up after: the unique index decides, so concurrent registrations of
+    one address create exactly one account. Writing first also matters on SQLite, where a
+    transaction that read before another writer committed can no longer write at all.
+    """
+    try:
+        async with session.begin_nested():
+            session.add(user)
+    except IntegrityError:
+        return False
+    return True
+
+
+async def send_verification(
+    session: AsyncSession, user: User, *, outbox: Outbox, settings: AuthSettings
+) -> None:
+    """Issues a verification token (retiring earlier ones) and queues the email."""
+    ttl = settings.email_verification_ttl
+    token = await tokens.issue(
+        session,
+        user_id=user.id,
+        purpose=TokenPurpose.VERIFY_EMAIL,
+        ttl=ttl,
+        # The address the link proves; it stops proving anything once the address changes.
+        data={"email": user.email},
+    )
+    await outbox.enqueue(
+        session,
+        to=user.email,
+        template="verify_email",
+        context={
+            "name": user.full_name,
+            "link": outbox.link("verify-email", token),
+            "expires_hours": math.ceil(ttl.total_seconds() / 3600),
+        },
+    )
+
+
+async def verify_email(session: AsyncSession, token: str) -> User:
+    used = await tokens.consume(session, token, TokenPurpose.VERIFY_EMAIL)
+    user = None if used is None else await UserRepository(session).get(used.user_id)
+    if used is None or user is None or not user.is_active:
+        raise InvalidOrExpiredToken()
+    if used.data.get("email", user.email) != user.email:
+        raise InvalidOrExpiredToken()
+    if not user.is_verified:
+        user.is_verified = True
+        session.add(user)
+        await session.flush()
+        await audit_service.record(
+            session, "user.email.verified", actor_id=user.id, target_type="user", target_id=user.id
+        )
+    return user
+
+
+async def resend_verification(
+    session: AsyncSession, email: str, *, outbox: Outbox, settings: AuthSettings
+) -> None:
+    """Sends a fresh link to an active, unverified account; does nothing otherwise."""
+    user = await UserRepository(session).get_by_email(email)
+    if user is None or user.is_verified or not user.is_active:
+        return
+    await send_verification(session, user, outbox=outbox, settings=settings)

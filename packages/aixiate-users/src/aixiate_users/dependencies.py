@@ -1,0 +1,40 @@
+"""Dependencies that load users: the caller's own account and the account a path names."""
+
+from typing import Annotated
+from uuid import UUID
+
+from aixiate_core.db import SessionDep
+from aixiate_core.errors import InvalidToken
+from aixiate_core.security import AdminPrincipal, CurrentPrincipal
+from fastapi import Depends, Path
+
+from aixiate_users.errors import UserNotFound
+from aixiate_users.models import User
+from aixiate_users.repository import UserRepository
+
+
+async def get_current_user(principal: CurrentPrincipal, session: SessionDep) -> User:
+    # A token can outlive its account for a moment (deleted or deactivated on another
+    # replica before the revocation reached the cache): the token is what is wrong then.
+    user = await UserRepository(session).get(principal.user_id)
+    if user is None or not user.is_active:
+        raise InvalidToken()
+    return user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+async def get_target_user(
+    user_id: Annotated[UUID, Path(description="The user's id.")],
+    _admin: AdminPrincipal,
+    session: SessionDep,
+) -> User:
+    # Depends on the admin check first, so a non-admin learns nothing (403, never 404).
+    user = await UserRepository(session).get(user_id)
+    if user is None:
+        raise UserNotFound()
+    return user
+
+
+TargetUser = Annotated[User, Depends(get_target_user)]

@@ -1,0 +1,98 @@
+"""Domain errors of the users package; core's handlers render them as RFC 9457 problems."""
+
+from collections import defaultdict
+from typing import Any
+
+from aixiate_core.errors import PROBLEM_CONTENT_TYPE, AppError, BadRequest, Conflict, NotFound
+
+from aixiate_users.schemas import Problem
+
+
+class UserNotFound(NotFound):
+    default_detail = "No user has this id."
+
+
+class EmailTaken(Conflict):
+    code = "email_taken"
+    title = "Email taken"
+    default_detail = "Another account already uses this email address."
+
+
+class CannotModifySelf(Conflict):
+    code = "cannot_modify_self"
+    title = "Cannot modify own account"
+    default_detail = (
+        "Administrators cannot delete or deactivate their own account, nor remove their "
+        "own admin role; ask another administrator."
+    )
+
+
+class InvalidPassword(AppError):
+    """The caller is authenticated, but the password confirming a sensitive change is wrong.
+
+    403, not 401: the bearer token is fine, so a client must not treat this as a logged-out
+    session and throw its tokens away; it just asks the user for the password again.
+    """
+
+    status_code = 403
+    code = "invalid_password"
+    title = "Invalid password"
+    default_detail = "The password is incorrect."
+
+
+class EmailUnchanged(BadRequest):
+    code = "email_unchanged"
+    title = "Email unchanged"
+    default_detail = "The new email address is the current one."
+
+
+class InvalidCursor(BadRequest):
+    code = "invalid_cursor"
+    title = "Invalid cursor"
+    default_detail = "The cursor is malformed; pass back a next_cursor exactly as received."
+
+
+class InvalidActionToken(BadRequest):
+    """A link from an email (verification, reset, email change) that is unknown, used,
+    expired or of another purpose: one answer for all, so a guesser learns nothing.
+    400, not 401 ``invalid_token``: these tokens travel in the body, and a 401 would send
+    clients looking for a bearer token to refresh."""
+
+    code = "invalid_or_expired_token"
+    title = "Invalid or expired link"
+    default_detail = "The link is invalid, has expired or was already used; request a new one."
+
+
+_PROBLEM_SCHEMA = Problem.model_json_schema()
+
+_VALIDATION = (422, "validation_error", "The request is not valid; `errors` lists each field.")
+_UNAUTHENTICATED = (401, "not_authenticated / invalid_token", "The bearer token is missing or bad.")
+_FORBIDDEN = (403, "forbidden", "The caller lacks the admin role.")
+
+
+def problem_responses(
+    *errors: type[AppError], auth: bool = True, admin: bool = False, validation: bool = True
+) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route: every problem it may answer, by status, as
+    ``application/problem+json``, so generated clients know the error shapes."""
+    entries: list[tuple[int, str, str]] = [
+        (error.status_code, error.code, error.default_detail) for error in errors
+    ]
+    if auth:
+        entries.append(_UNAUTHENTICATED)
+    if admin:
+        entries.append(_FORBIDDEN)
+    if validation:
+        entries.append(_VALIDATION)
+    by_status: defaultdict[int, list[str]] = defaultdict(list)
+    for status, code, detail in entries:
+        line = f"`{code}`: {detail}"
+        if line not in by_status[status]:
+            by_status[status].append(line)
+    return {
+        status: {
+            "description": "\n\n".join(lines),
+            "content": {PROBLEM_CONTENT_TYPE: {"schema": _PROBLEM_SCHEMA}},
+        }
+        for status, lines in sorted(by_status.items())
+    }

@@ -1,0 +1,33 @@
+"""Factories for tests of this package and of the packages above it (auth, the service).
+
+They live in the package rather than in ``tests/factories.py``: test modules run under
+``--import-mode=importlib`` without ``tests/__init__.py``, so they cannot import their
+neighbours, while any test can import ``aixiate_users.testing`` (as ``aixiate_core.testing``).
+"""
+
+from typing import Any
+from uuid import uuid4
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from aixiate_users.models import User
+from aixiate_users.repository import normalize_email
+
+
+async def create_user(session: AsyncSession, **overrides: Any) -> User:
+    """A verified, active user with a unique address; keyword arguments set any column.
+
+    ``password_hash`` is None unless given: hash with the test's PasswordService when the
+    test needs a password that works.
+    """
+    values: dict[str, Any] = {
+        "email": f"user-{uuid4().hex[:12]}@example.com",
+        "full_name": "Test User",
+        "is_verified": True,
+        **overrides,
+    }
+    values["email"] = normalize_email(values["email"])
+    user = User(**values)
+    session.add(user)
+    await session.flush()
+    return user

@@ -1,0 +1,1077 @@
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+from uuid import UUID, uuid4
+
+import httpx
+import pytest
+from aixiate_audit.models import AuditEvent
+from aixiate_core.db import create_sessionmaker
+from aixiate_core.email import EmailMessage
+from aixiate_core.errors import PROBLEM_CONTENT_TYPE
+from aixiate_core.events import UserDeactivated, UserDeleted, UserRolesChanged, UserUnlocked
+from aixiate_core.security import PasswordService
+from aixiate_core.testing import serve
+from aixiate_users.models import User
+from aixiate_users.repository import UserRepository
+from aixiate_users.testing import create_user
+from fastapi import FastAPI
+from sqlalchemy import delete
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+type Login = Callable[[User], dict[str, str]]
+type Mailbox = Callable[[], Awaitable[list[EmailMessage]]]
+
+USERS = "/api/v1/users"
+PASSWORD = "correct horse battery staple"
+USER_KEYS = {
+    "id",
+    "email",
+    "full_name",
+    "roles",
+    "is_active",
+    "is_verified",
+    "mfa_enabled",
+    "created_at",
+    "updated_at",
+}
+NOBODY = str(uuid4())
+
+ADMIN_ROUTES = [
+    ("GET", "/"),
+    ("GET", ""),
+    ("POST", "/"),
+    ("GET", f"/{NOBODY}"),
+    ("PATCH", f"/{NOBODY}"),
+    ("DELETE", f"/{NOBODY}"),
+    ("POST", f"/{NOBODY}/unlock"),
+]
+SELF_ROUTES = [("GET", "/me"), ("PATCH", "/me"), ("POST", "/me/email"), ("DELETE", "/me")]
+
+
+def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM_CONTENT_TYPE
+    body: dict[str, Any] = response.json()
+    assert (body["status"], body["code"]) == (status, code)
+    assert body["request_id"] == response.headers["x-request-id"]
+    assert body["instance"] == response.request.url.path
+    return body
+
+
+def error_locs(body: dict[str, Any]) -> set[tuple[Any, ...]]:
+    return {tuple(err["loc"]) for err in body["errors"]}
+
+
+async def user_with_password(
+    session: AsyncSession, passwords: PasswordService, **overrides: Any
+) -> User:
+    return await create_user(session, password_hash=await passwords.hash(PASSWORD), **overrides)
+
+
+async def audit_events(session: AsyncSession, event_type: str) -> list[AuditEvent]:
+    statement = select(AuditEvent).where(col(AuditEvent.event_type) == event_type)
+    return list((await session.exec(statement)).all())
+
+
+def link_token(message: EmailMessage) -> str:
+    link = next(word for word in message.text.split() if "token=" in word)
+    return link.split("token=", 1)[1]
+
+
+class TestAuthentication:
+    @pytest.mark.parametrize(("method", "path"), SELF_ROUTES + ADMIN_ROUTES)
+    async def test_no_token_is_401(self, client: httpx.AsyncClient, method: str, path: str) -> None:
+        response = await client.request(method, USERS + path, json={})
+
+        assert_problem(response, 401, "not_authenticated")
+        assert response.headers["www-authenticate"] == "Bearer"
+
+    @pytest.mark.parametrize(("method", "path"), SELF_ROUTES + ADMIN_ROUTES)
+    async def test_unknown_token_is_401(
+        self, client: httpx.AsyncClient, method: str, path: str
+    ) -> None:
+        response = await client.request(
+            method, USERS + path, json={}, headers={"Authorization": "Bearer forged"}
+        )
+
+        assert_problem(response, 401, "invalid_token")
+        assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+
+    @pytest.mark.parametrize(("method", "path"), ADMIN_ROUTES)
+    async def test_non_admin_is_403_before_anything_else(
+        self,
+        client: httpx.AsyncClient,
+        session: AsyncSession,
+        login: Login,
+        method: str,
+        path: str,
+    ) -> None:
+        user = await create_user(session, roles=["support", "admin:read"])
+
+        response = await client.request(method, USERS + path, json={}, headers=login(user))
+
+        assert_problem(response, 403, "forbidden")
+
+    async def test_token_of_a_deactivated_user_is_401(
+        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+    ) -> None:
+        user = await create_user(session, is_active=False)
+
+        response = await client.get(f"{USERS}/me", headers=login(user))
+
+        assert_problem(response, 401, "invalid_token")
+
+    async def test_token_in_the_query_string_is_ignored(
+        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+    ) -> None:
+        user = await create_user(session)
+        token = login(user)["Authorization"].removeprefix("Bearer ")
+
+        response = await client.get(f"{USERS}/me", params={"access_token": token})
+
+        assert_problem(response, 401, "not_authenticated")
+
+
+class TestReadMe:
+    async def test_returns_exactly_the_public_fields(
+        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+    ) -> None:
+        user = await create_user(
+            session, email="me@example.com", password_hash="scrypt$salt$hash", roles=["support"]
+        )
+
+        response = await client.get(f"{USERS}/me", headers=login(user))
+
+        assert response.status_code == 200
+        body = response.json()
+        assert set(body) == USER_KEYS
+        assert body["id"] == str(user.id)
+        assert body["email"] == "me@example.com"
+        assert body["roles"] == ["support"]
+        assert "scrypt$salt$hash" not in response.text
+        assert response.headers["x-request-id"]
+
+
+class TestUpdateMe:
+    async def test_changes_the_name(
+        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+    ) -> None:
+        user = await create_user(session, full_name="Before")
+        before = user.updated_at
+
+        response = await client.patch(
+            f"{USERS}/me", json={"full_name": "  After  "}, headers=login(user)
+        )
+
+        assert response.status_code == 200, response.text
+        assert response.json()["full_name"] == "After"
+        assert set(response.json()) == USER_KEYS
+        await session.refresh(user)
+        assert user.full_name == "After"
+        assert user.updated_at >= before
+
+    async def test_null_clears_the_name_and_empty_body_changes_nothing(
+        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+    ) -> None:
+        user = await create_user(session, full_name="Someone")
+        headers = login(user)
+
+        unchanged = await client.patch(f"{USERS}/me", json={}, headers=headers)
+        cleared = await client.patch(f"{USERS}/me", json={"full_name": None}, headers=headers)
+
+        assert unchanged.json()["full_name"] == "Someone"
+        assert cleared.json()["full_name"] is None
+
+    @pytest.mark.parametrize(
+        "name",
+        [
+            "Robert'); DROP TABLE user_account;--",
+            "<script>alert('x')</script> & \"friends\"",
+            "Zoë Ångström 山田太郎 👩\u200d💻",
+            "x" * 200,
+        ],
+        ids=["sql", "html", "unicode", "longest"],
+    )
+    async def test_names_are_stored_as_given(
+        self, client: httpx.AsyncClient, session: AsyncSession, login: Login, name: str
+    ) -> None:
+        user = await create_user(session)
+
+        response = await client.patch(f"{USERS}/me", json={"full_name": name}, headers=login(user))
+
+        assert response.status_code == 200, response.text
+        assert response.json()["full_name"] == name
+        await session.refresh(user)
+        assert user.full_name == name
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            {"full_name": "x" * 201},
+            {"full_name": "line\nbreak"},
+            {"full_name": "nul\x00byte"},
+            {"full_name": "escape\x1b[31m"},
+            {"full_name": "evil\u202egnp.exe"},
+            {"full_name": 42},
+            {"full_name": ["a"]},
+            {"email": "new@example.com"},
+            {"roles": ["admin"]},
+        ],
+        ids=[
+            "too-long",
+            "newline",
+            "nul",
+            "ansi",
+            "bidi-override",
+            "number",
+            "list",
+            "email-is-not-patchable",
+            "roles-are-not-patchable",
+        ],
+    )
+    async def test_bad_input_is_422(
+        self,
+        client: httpx.AsyncClient,
+        session: AsyncSession,
+        login: Login,
+        body: dict[str, Any],
+    ) -> None:
+        user = await create_user(session, full_name="Kept", roles=[])
+
+        response = await client.patch(f"{USERS}/me", json=body, headers=login(user))
+
+        problem = assert_problem(response, 422, "validation_error")
+        assert error_locs(problem) == {("body", next(iter(body)))}
+        await session.refresh(user)
+        assert (user.full_name, user.roles) == ("Kept", [])
+
+    async def test_ten_megabyte_name_is_413(
+        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+    ) -> None:
+        user = await create_user(session)
+        body = json.dumps({"full_name": "x" * 10_000_000})
+
+        response = await client.patch(
+            f"{USERS}/me",
+            content=body,
+            headers={**login(user), "content-type": "application/json"},
+        )
+
+        assert_problem(response, 413, "payload_too_large")
+
+    @pytest.mark.parametrize(
+        ("content", "content_type", "status", "code"),
+        [
+            (b'{"full_name": ', "application/json", 400, "malformed_json"),
+            (b"full_name=x", "text/plain", 415, "unsupported_media_type"),
+            (b"[]", "application/json", 422, "validation_error"),
+        ],
+        ids=["malformed", "not-json", "not-an-object"],
+    )
+    async def test_unreadable_bodies(
+        self,
+        client: httpx.AsyncClient,
+        session: AsyncSession,
+        login: Login,
+        content: bytes,
+        content_type: str,
+        status: int,
+        code: str,
+    ) -> None:
+        user = await create_user(session)
+
+        response = await client.patch(
+            f"{USERS}/me", content=content, headers={**login(user), "content-type": content_type}
+        )
+
+        assert_problem(response, status, code)
+
+
+class TestEmailChange:
+    async def test_full_flow(
+        self,
+        client: httpx.AsyncClient,
+        session: AsyncSession,
+        passwords: PasswordService,
+        login: Login,
+        mailbox: Mailbox,
+        published: list[object],
+    ) -> None:
+        user = await user_with_password(session, passwords, email="old@example.com")
+        headers = login(user)
+
+        response = await client.post(
+            f"{USERS}/me/email",
+            json={"new_email": "New@Example.com", "password": PASSWORD},
+            headers=headers,
+        )
+
+        assert response.status_code == 202, response.text
+        assert set(response.json()) == {"detail"}
+        messages = {message.to: message for message in await mailbox()}
+        assert set(messages) == {"new@example.com", "old@example.com"}
+        assert "n***@e***.com" in messages["old@example.com"].html
+        assert (await client.get(f"{USERS}/me", headers=headers)).json()["email"] == (
+            "old@example.com"
+        )
+
+        token = link_token(messages["new@example.com"])
+        assert f'href="https://app.example.com/confirm-email?token={token}"' in (
+            messages["new@example.com"].html
+        )
+        confirmed = await client.post("/api/v1/auth/confirm-email", json={"token": token})
+
+        assert confirmed.status_code == 200, confirmed.text
+        assert confirmed.json()["email"] == "new@example.com"
+        assert confirmed.json()["is_verified"] is True
+        assert set(confirmed.json()) == USER_KEYS
+        me = await client.get(f"{USERS}/me", headers=headers)
+        assert me.json()["email"] == "new@example.com"
+        assert [type(event).__name__ for event in published] == ["UserEmailChanged"]
+        again = await client.post("/api/v1/auth/confirm-email", json={"token": token})
+        assert_problem(again, 400, "invalid_or_expired_token")
+
+    async def test_taken_address_answers_the_same_and_warns_its_owner(
+        self,
+        client: httpx.AsyncClient,
+        session: AsyncSession,
+        passwords: PasswordService,
+        login: Login,
+        mailbox: Mailbox,
+    ) -> None:
+        user = await user_with_password(session, passwords, email="asker@example.com")
+        free_user = await user_with_password(session, passwords, email="other@example.com")
+        await create_user(session, email="owner@example.com", full_name="<b>Owner</b>")
+
+        taken = await client.post(
+            f"{USERS}/me/email",
+            json={"new_email": "owner@example.com", "password": PASSWORD},
+            headers=login(user),
+        )
+        free = await client.post(
+            f"{USERS}/me/email",
+            json={"new_email": "free@example.com", "password": PASSWORD},
+            headers=login(free_user),
+        )
+
+        assert (taken.status_code, taken.json()) == (free.status_code, free.json())
+        messages = await mailbox()
+        [notice] = [m for m in messages if m.to == "owner@example.com"]
+        assert notice.tags == {"template": "email_change_taken"}
+        assert "token=" not in notice.text
+        assert "&lt;b&gt;Owner&lt;/b&gt;" in notice.html
+        assert "<b>Owner</b>" not in notice.html
+        assert "Hello <b>Owner</b>" in notice.text
+        [asker_notice] = [m for m in messages if m.to == "asker@example.com"]
+        assert asker_notice.tags == {"template": "email_change_notice"}
+
+    async def test_names_are_escaped_in_the_html_email(
+        self,
+        client: httpx.AsyncClient,
+        session: AsyncSession,
+        passwords: PasswordService,
+        login: Login,
+        mailbox: Mailbox,
+    ) -> None:
+        name = "<img src=x onerror=alert(1)>"
+        user = await user_with_password(session, passwords, full_name=name)
+
+        response = await client.post(
+            f"{USERS}/me/email",
+            json={"new_email": "escaped@example.com", "password": PASSWORD},
+            headers=login(user),
+        )
+
+        assert response.status_code == 202
+        for message in await mailbox():
+            assert name not in message.html
+            assert "&lt;img src=x onerror=alert(1)&gt;" in message.html
+            assert name in message.text
+
+    async def test_wrong_password_is_403_and_sends_nothing(
+        self,
+        client: httpx.AsyncClient,
+        session: AsyncSession,
+        passwords: PasswordService,
+        login: Login,
+        mailbox: Mailbox,
+    ) -> None:
+        user = await user_with_password(session, passwords)
+
+        response = await client.post(
+            f"{USERS}/me/email",
+            json={"new_email": "new@example.com", "password": "wrong password!"},
+            headers=login(user),
+        )
+
+        assert_problem(response, 403, "invalid_password")
+        assert await mailbox() == []
+
+    async def test_current_address_is_400(
+        self,
+        client: httpx.AsyncClient,
+        session: AsyncSession,
+        passwords: PasswordService,
+        login: Login,
+    ) -> None:
+        user = await user_with_password(session, passwords, email="same@example.com")
+
+        response = await client.post(
+            f"{USERS}/me/email",
+            json={"new_email": "SAME@example.com", "password": PASSWORD},
+            headers=login(user),
+        )
+
+        assert_problem(response, 400, "email_unchanged")
+
+    @pytest.mark.parametrize(
+        ("body", "loc"),
+        [
+            ({"password": PASSWORD}, ("body", "new_email")),
+            ({"new_email": "new@example.com"}, ("body", "password")),
+            ({"new_email": "not-an-email", "password": PASSWORD}, ("body", "new_email")),
+            ({"new_email": "Eve <eve@example.com>", "password": PASSWORD}, ("body", "new_email")),
+            (
+                {"new_email": "a" * 320 + "@example.com", "password": PASSWORD},
+                ("body", "new_email"),
+            ),
+            ({"new_email": 7, "password": PASSWORD}, ("body", "new_email")),
+            ({"new_email": "new@example.com", "password": ""}, ("body", "password")),
+            ({"new_email": "new@example.com", "password": None}, ("body", "password")),
+        ],
+        ids=[
+            "no-email",
+            "no-password",
+            "invalid-email",
+            "display-name",
+            "too-long",
+            "number",
+            "empty-password",
+            "null-password",
+        ],
+    )
+    async def test_bad_input_is_422(
+        self,
+        client: httpx.AsyncClient,
+        session: AsyncSession,
+        login: Login,
+        body: dict[str, Any],
+        loc: tuple[str, ...],
+    ) -> None:
+        user = await create_user(session)
+
+        response = await client.post(f"{USERS}/me/email", json=body, headers=login(user))
+
+        assert loc in error_locs(assert_problem(response, 422, "validation_error"))
+
+    async def test_overlong_password_is_not_echoed(
+        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+    ) -> None:
+        user = await create_user(session)
+        secret = "s3cret-" * 30
+
+        response = await client.post(
+            f"{USERS}/me/email",
+            json={"new_email": "new@example.com", "password": secret},
+            headers=login(user),
+        )
+
+        assert_problem(response, 422, "validation_error")
+        assert secret not in response.text
+
+    async def test_unknown_token_is_400(self, client: httpx.AsyncClient) -> None:
+        response = await client.post("/api/v1/auth/confirm-email", json={"token": "nope"})
+
+        assert_problem(response, 400, "invalid_or_expired_token")
+
+    async def test_address_taken_before_the_click_is_409(
+        self,
+        client: httpx.AsyncClient,
+        session: AsyncSession,
+        passwords: PasswordService,
+        login: Login,
+        mailbox: Mailbox,
+    ) -> None:
+        user = await user_with_password(session, passwords, email="slow@example.com")
+        await client.post(
+            f"{USERS}/me/email",
+            json={"new_email": "contested@example.com", "password": PASSWORD},
+            headers=login(user),
+        )
+        [confirm] = [m for m in await mailbox() if m.to == "contested@example.com"]
+        await create_user(session, email="contested@example.com")
+
+        response = await client.post(
+            "/api/v1/auth/confirm-email", json={"token": link_token(confirm)}
+        )
+
+        assert_problem(response, 409, "email_taken")
+        await session.refresh(user)
+        assert user.email == "slow@example.com"
+
+
+class TestDeleteMe:
+    async def test_deletes_the_account_and_keeps_its_audit_trail(
+        self,
+        client: httpx.AsyncClient,
+        session: AsyncSession,
+        passwords: PasswordService,
+        login: Login,
+        published: list[object],
+    ) -> None:
+        user = await user_with_password(session, passwords)
+        user_id = user.id
+        headers = login(user)
+
+        response = await client.request(
+            "DELETE", f"{USERS}/me", json={"password": PASSWORD}, headers=headers
+        )
+
+        assert response.status_code == 204, response.text
+        assert response.content == b""
+        assert published == [UserDeleted(user_id=user_id)]
+        session.expunge_all()
+        assert await session.get(User, user_id) is None
+        [event] = await audit_events(session, "user.deleted")
+        assert (event.actor_id, event.target_id) == (user_id, str(user_id))
+        assert event.request_id == response.headers["x-request-id"]
+        # The token outlived the account for a moment: it no longer gets in.
+        assert_problem(await client.get(f"{USERS}/me", headers=headers), 401, "invalid_token")
+
+    async def test_wrong_password_is_403_and_keeps_the_account(
+        self,
+        client: httpx.AsyncClient,
+        session: AsyncSession,
+        passwords: PasswordService,
+        login: Login,
+        published: list[object],
+    ) -> None:
+        user = await user_with_password(session, passwords)
+
+        response = await client.request(
+            "DELETE", f"{USERS}/me", json={"password": "guess guess guess"}, headers=login(user)
+        )
+
+        assert_problem(response, 403, "invalid_password")
+        assert published == []
+        assert await session.get(User, user.id) is not None
+        assert await audit_events(session, "user.deleted") == []
+
+    @pytest.mark.parametrize(
+        "body", [None, {}, {"password": 123}, {"password": PASSWORD, "force": True}]
+    )
+    async def test_bad_input_is_422(
+        self,
+        client: httpx.AsyncClient,
+        session: AsyncSession,
+        passwords: PasswordService,
+        login: Login,
+        body: dict[str, Any] | None,
+    ) -> None:
+        user = await user_with_password(session, passwords)
+
+        response = await client.request("DELETE", f"{USERS}/me", json=body, headers=login(user))
+
+        if body is None:  # no body, no content type: core asks for JSON
+            assert_problem(response, 415, "unsupported_media_type")
+        else:
+            assert_problem(response, 422, "validation_error")
+        assert await session.get(User, user.id) is not None
+
+
+class TestAdminList:
+    async def test_pages_through_every_matching_user_once(
+        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+    ) -> None:
+        admin = await create_user(session, roles=["admin"])
+        tag = uuid4().hex[:8]
+        created = {
+            str((await create_user(session, email=f"{tag}-{i}@example.com", roles=["ops"])).id)
+            for i in range(5)
+        }
+        await create_user(session, email=f"{tag}-x@example.com", roles=["ops"], is_active=False)
+        headers = login(admin)
+
+        seen: list[str] = []
+        params: dict[str, str | int] = {"q": tag, "role": "ops", "is_active": "true", "limit": 2}
+        for _ in range(10):
+            response = await client.get(f"{USERS}/", params=params, headers=headers)
+            assert response.status_code == 200, response.text
+            body = response.json()
+            assert set(body) == {"items", "next_cursor"}
+            assert all(set(item) == USER_KEYS for item in body["items"])
+            seen += [item["id"] for item in body["items"]]
+            if body["next_cursor"] is None:
+                break
+            params["cursor"] = body["next_cursor"]
+
+        assert len(seen) == len(set(seen)) == 5
+        assert set(seen) == created
+
+    async def test_default_limit_and_no_trailing_slash(
+        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+    ) -> None:
+        admin = await create_user(session, roles=["admin"])
+
+        response = await client.get(USERS, headers=login(admin))
+
+        assert response.status_code == 200, response.text
+        assert str(admin.id) in [item["id"] for item in response.json()["items"]]
+
+    @pytest.mark.parametrize("q", ["%", "_", "%%", "\\"])
+    async def test_wildcards_match_only_themselves(
+        self, client: httpx.AsyncClient, session: AsyncSession, login: Login, q: str
+    ) -> None:
+        # Other suites of the run share the database: search under a marker of our own.
+        marker = uuid.uuid4().hex
+        admin = await create_user(session, roles=["admin"], full_name="Admin")
+        # Would match "<marker><q>" if q were a LIKE wildcard rather than a literal.
+        await create_user(session, full_name=f"{marker}X")
+        literal = await create_user(session, full_name=f"{marker}{q} literally")
+
+        response = await client.get(f"{USERS}/", params={"q": f"{marker}{q}"}, headers=login(admin))
+
+        assert response.status_code == 200
+        assert [item["id"] for item in response.json()["items"]] == [str(literal.id)]
+
+    async def test_role_filter(
+        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+    ) -> None:
+        admin = await create_user(session, roles=["admin"])
+        auditor = await create_user(session, roles=["auditor", "ops"])
+        await create_user(session, roles=["auditor:read"])
+
+        response = await client.get(f"{USERS}/", params={"role": "auditor"}, headers=login(admin))
+
+        assert [item["id"] for item in response.json()["items"]] == [str(auditor.id)]
+
+    @pytest.mark.parametrize(
+        ("params", "loc"),
+        [
+            ({"limit": 0}, "limit"),
+            ({"limit": 201}, "limit"),
+            ({"limit": "ten"}, "limit"),
+            ({"is_active": "maybe"}, "is_active"),
+            ({"role": "Admin"}, "role"),
+            ({"q": ""}, "q"),
+            ({"q": "a\x00b"}, "q"),
+            ({"cursor": "x" * 513}, "cursor"),
+        ],
+    )
+    async def test_bad_query_is_422(
+        self,
+        client: httpx.AsyncClient,
+        session: AsyncSession,
+        login: Login,
+        params: dict[str, Any],
+        loc: str,
+    ) -> None:
+        admin = await create_user(session, roles=["admin"])
+
+        response = await client.get(f"{USERS}/", params=params, headers=login(admin))
+
+        assert error_locs(assert_problem(response, 422, "validation_error")) == {("query", loc)}
+
+    @pytest.mark.parametrize("cursor", ["garbage", "e30", "eyJjIjogMX0", "W10"])
+    async def test_malformed_cursor_is_400(
+        self, client: httpx.AsyncClient, session: AsyncSession, login: Login, cursor: str
+    ) -> None:
+        admin = await create_user(session, roles=["admin"])
+
+        response = await client.get(f"{USERS}/", params={"cursor": cursor}, headers=login(admin))
+
+        assert_problem(response, 400, "invalid_cursor")
+
+    async def test_limit_200_is_allowed(
+        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+    ) -> None:
+        admin = await create_user(session, roles=["admin"])
+
+        response = await client.get(f"{USERS}/", params={"limit": 200}, headers=login(admin))
+
+        assert response.status_code == 200
+
+
+class TestAdminCreate:
+    async def test_creates_a_user(
+        self,
+        client: httpx.AsyncClient,
+        session: AsyncSession,
+        login: Login,
+        passwords: PasswordService,
+    ) -> None:
+        admin = await create_user(session, roles=["admin"])
+
+        response = await client.post(
+            f"{USERS}/",
+            json={
+                "email": "Fresh@Example.com",
+                "password": PASSWORD,
+                "full_name": "Fresh",
+                "roles": ["ops", "ops"],
+                "is_verified": True,
+            },
+            headers=login(admin),
+        )
+
+        assert response.status_code == 201, response.text
+        body = response.json()
+        assert set(body) == USER_KEYS
+        assert (body["email"], body["roles"], body["is_verified"], body["is_active"]) == (
+            "fresh@example.com",
+            ["ops"],
+            True,
+            True,
+        )
+        assert PASSWORD not in response.text
+        created = await session.get(User, UUID(body["id"]))
+        assert created is not None
+        assert (await passwords.verify(PASSWORD, created.password_hash)).valid
+        [event] = await audit_events(session, "admin.user.created")
+        assert (event.actor_id, event.target_type, event.target_id) == (
+            admin.id,
+            "user",
+            body["id"],
+        )
+
+    async def test_minimal_body_and_no_trailing_slash(
+        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+    ) -> None:
+        admin = await create_user(session, roles=["admin"])
+
+        response = await client.post(
+            USERS, json={"email": "min@example.com", "password": PASSWORD}, headers=login(admin)
+        )
+
+        assert response.status_code == 201, response.text
+        body = response.json()
+        assert (body["full_name"], body["roles"], body["is_verified"]) == (None, [], False)
+
+    async def test_existing_address_is_409(
+        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+    ) -> None:
+        admin = await create_user(session, roles=["admin"])
+        await create_user(session, email="dupe@example.com")
+
+        response = await client.post(
+            f"{USERS}/",
+            json={"email": "DUPE@example.com", "password": PASSWORD},
+            headers=login(admin),
+        )
+
+        assert_problem(response, 409, "email_taken")
+
+    async def test_weak_password_is_422_with_the_reason(
+        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+    ) -> None:
+        admin = await create_user(session, roles=["admin"])
+
+        response = await client.post(
+            f"{USERS}/",
+            json={"email": "weak@example.com", "password": "short"},
+            headers=login(admin),
+        )
+
+        body = assert_problem(response, 422, "weak_password")
+        assert "12" in body["detail"]
+
+    @pytest.mark.parametrize(
+        ("body", "loc"),
+        [
+            ({"password": PASSWORD}, ("body", "email")),
+            ({"email": "x@example.com"}, ("body", "password")),
+            ({"email": "x@example.com", "password": "p" * 129}, ("body", "password")),
+            ({"email": "x@example.com", "password": PASSWORD, "roles": ["Admin"]}, None),
+            ({"email": "x@example.com", "password": PASSWORD, "roles": ["r"] * 21}, None),
+            ({"email": "x@example.com", "password": PASSWORD, "roles": "admin"}, None),
+            ({"email": "x@example.com", "password": PASSWORD, "is_verified": "yes"}, None),
+            ({"email": "x@example.com", "password": PASSWORD, "is_active": False}, None),
+        ],
+        ids=[
+            "no-email",
+            "no-password",
+            "long-password",
+            "bad-role",
+            "too-many-roles",
+            "roles-not-a-list",
+            "bool-as-string",
+            "unknown-field",
+        ],
+    )
+    async def test_bad_input_is_422(
+        self,
+        client: httpx.AsyncClient,
+        session: AsyncSession,
+        login: Login,
+        body: dict[str, Any],
+        loc: tuple[str, ...] | None,
+    ) -> None:
+        admin = await create_user(session, roles=["admin"])
+
+        response = await client.post(f"{USERS}/", json=body, headers=login(admin))
+
+        problem = assert_problem(response, 422, "validation_error")
+        if loc is not None:
+            assert loc in error_locs(problem)
+
+
+class TestAdminReadUpdateDelete:
+    async def test_read(
+        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+    ) -> None:
+        admin = await create_user(session, roles=["admin"])
+        user = await create_user(session, password_hash="scrypt$salt$hash")
+
+        response = await client.get(f"{USERS}/{user.id}", headers=login(admin))
+
+        assert response.status_code == 200
+        assert set(response.json()) == USER_KEYS
+        assert response.json()["id"] == str(user.id)
+
+    @pytest.mark.parametrize(
+        ("method", "path"),
+        [
+            ("GET", f"/{NOBODY}"),
+            ("PATCH", f"/{NOBODY}"),
+            ("DELETE", f"/{NOBODY}"),
+            ("POST", f"/{NOBODY}/unlock"),
+        ],
+    )
+    async def test_unknown_id_is_404(
+        self,
+        client: httpx.AsyncClient,
+        session: AsyncSession,
+        login: Login,
+        method: str,
+        path: str,
+    ) -> None:
+        admin = await create_user(session, roles=["admin"])
+
+        response = await client.request(method, USERS + path, json={}, headers=login(admin))
+
+        assert_problem(response, 404, "not_found")
+
+    async def test_malformed_id_is_422(
+        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+    ) -> None:
+        admin = await create_user(session, roles=["admin"])
+
+        response = await client.get(f"{USERS}/not-a-uuid", headers=login(admin))
+
+        body = assert_problem(response, 422, "validation_error")
+        assert error_locs(body) == {("path", "user_id")}
+
+    async def test_update(
+        self,
+        client: httpx.AsyncClient,
+        session: AsyncSession,
+        login: Login,
+        published: list[object],
+    ) -> None:
+        admin = await create_user(session, roles=["admin"])
+        user = await create_user(session, roles=["ops"], is_verified=False)
+
+        response = await client.patch(
+            f"{USERS}/{user.id}",
+            json={"roles": ["ops", "admin"], "is_active": False, "is_verified": True},
+            headers=login(admin),
+        )
+
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert (body["roles"], body["is_active"], body["is_verified"]) == (
+            ["ops", "admin"],
+            False,
+            True,
+        )
+        assert published == [
+            UserRolesChanged(user_id=user.id, roles=frozenset({"ops", "admin"})),
+            UserDeactivated(user_id=user.id),
+        ]
+        [event] = await audit_events(session, "admin.user.updated")
+        assert event.actor_id == admin.id
+        assert event.data["fields"] == ["roles", "is_active", "is_verified"]
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            {"roles": None},
+            {"is_active": None},
+            {"is_active": "false"},
+            {"email": "x@example.com"},
+            {"password_hash": "x"},
+            {"full_name": "a\tb"},
+        ],
+    )
+    async def test_bad_update_is_422(
+        self,
+        client: httpx.AsyncClient,
+        session: AsyncSession,
+        login: Login,
+        body: dict[str, Any],
+    ) -> None:
+        admin = await create_user(session, roles=["admin"])
+        user = await create_user(session)
+
+        response = await client.patch(f"{USERS}/{user.id}", json=body, headers=login(admin))
+
+        assert_problem(response, 422, "validation_error")
+
+    @pytest.mark.parametrize(
+        ("method", "body"),
+        [
+            ("PATCH", {"is_active": False}),
+            ("PATCH", {"roles": ["ops"]}),
+            ("DELETE", None),
+        ],
+        ids=["deactivate", "drop-admin", "delete"],
+    )
+    async def test_admin_cannot_lock_themselves_out(
+        self,
+        client: httpx.AsyncClient,
+        session: AsyncSession,
+        login: Login,
+        method: str,
+        body: dict[str, Any] | None,
+    ) -> None:
+        admin = await create_user(session, roles=["admin", "ops"])
+        headers = login(admin)
+
+        response = await client.request(method, f"{USERS}/{admin.id}", json=body, headers=headers)
+
+        assert_problem(response, 409, "cannot_modify_self")
+        me = await client.get(f"{USERS}/me", headers=headers)
+        assert me.status_code == 200
+        assert (me.json()["is_active"], me.json()["roles"]) == (True, ["admin", "ops"])
+
+    async def test_delete(
+        self,
+        client: httpx.AsyncClient,
+        session: AsyncSession,
+        login: Login,
+        published: list[object],
+    ) -> None:
+        admin = await create_user(session, roles=["admin"])
+        admin_id = admin.id
+        user = await create_user(session)
+        user_id = user.id
+        headers = login(admin)
+
+        response = await client.delete(f"{USERS}/{user_id}", headers=headers)
+
+        assert response.status_code == 204
+        assert published == [UserDeleted(user_id=user_id)]
+        assert_problem(await client.get(f"{USERS}/{user_id}", headers=headers), 404, "not_found")
+        [event] = await audit_events(session, "admin.user.deleted")
+        assert (event.actor_id, event.target_type, event.target_id) == (
+            admin_id,
+            "user",
+            str(user_id),
+        )
+
+    async def test_unlock(
+        self,
+        client: httpx.AsyncClient,
+        session: AsyncSession,
+        login: Login,
+        published: list[object],
+    ) -> None:
+        admin = await create_user(session, roles=["admin"])
+        user = await create_user(session)
+
+        response = await client.post(f"{USERS}/{user.id}/unlock", headers=login(admin))
+
+        assert response.status_code == 204
+        assert published == [UserUnlocked(user_id=user.id)]
+        [event] = await audit_events(session, "admin.user.unlocked")
+        assert (event.actor_id, event.target_id) == (admin.id, str(user.id))
+
+
+class TestOpenApi:
+    async def test_documents_the_routes_and_their_problems(self, app: FastAPI) -> None:
+        spec = app.openapi()
+        paths = spec["paths"]
+
+        assert set(paths) >= {
+            "/api/v1/users/me",
+            "/api/v1/users/me/email",
+            "/api/v1/users/",
+            "/api/v1/users/{user_id}",
+            "/api/v1/users/{user_id}/unlock",
+        }
+        assert set(paths["/api/v1/users/me"]) == {"get", "patch", "delete"}
+        assert "/api/v1/users" not in paths
+        create = paths["/api/v1/users/"]["post"]
+        assert {"201", "401", "403", "409", "422"} <= set(create["responses"])
+        assert "application/problem+json" in create["responses"]["409"]["content"]
+        assert "email_taken" in create["responses"]["409"]["description"]
+        update = paths["/api/v1/users/{user_id}"]["patch"]
+        assert "cannot_modify_self" in update["responses"]["409"]["description"]
+        assert "password_hash" not in json.dumps(spec["components"]["schemas"]["UserRead"])
+        assert paths["/api/v1/users/me"]["delete"]["requestBody"]["required"] is True
+
+
+class TestRealUnitOfWork:
+    """Through the real session dependency: commits for good, rolls back on errors."""
+
+    async def test_commits_and_turns_an_email_race_into_409(
+        self,
+        committing_app: FastAPI,
+        engine: AsyncEngine,
+        login: Login,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        sessionmaker = create_sessionmaker(engine)
+        tag = uuid4().hex[:12]
+        async with sessionmaker() as setup, setup.begin():
+            admin = await create_user(setup, email=f"uow-{tag}@example.com", roles=["admin"])
+        headers = login(admin)
+        new_email = f"uow-{tag}-new@example.com"
+        try:
+            async with serve(committing_app) as client:
+                created = await client.post(
+                    USERS, json={"email": new_email, "password": PASSWORD}, headers=headers
+                )
+                assert created.status_code == 201, created.text
+                # A concurrent request inserted the address after our check: the unique
+                # index decides, and the answer is a conflict, not a 500.
+                monkeypatch.setattr(UserRepository, "get_by_email", _never_found)
+                raced = await client.post(
+                    USERS, json={"email": new_email, "password": PASSWORD}, headers=headers
+                )
+                assert_problem(raced, 409, "email_taken")
+                monkeypatch.undo()
+                # The failed request left nothing half-done; the next one works.
+                renamed = await client.patch(
+                    f"{USERS}/{created.json()['id']}",
+                    json={"full_name": "Committed"},
+                    headers=headers,
+                )
+                assert renamed.status_code == 200, renamed.text
+
+            async with sessionmaker() as check:
+                stored = await UserRepository(check).get_by_email(new_email)
+                assert stored is not None
+                assert stored.full_name == "Committed"
+                created_events = await audit_events(check, "admin.user.created")
+                assert [e.target_id for e in created_events if e.actor_id == admin.id] == [
+                    str(stored.id)
+                ]
+        finally:
+            async with sessionmaker() as cleanup, cleanup.begin():
+                users = (
+                    await cleanup.exec(select(User).where(col(User.email).startswith(f"uow-{tag}")))
+                ).all()
+                ids = [user.id for user in users]
+                await cleanup.exec(
+                    delete(AuditEvent).where(col(AuditEvent.target_id).in_([str(i) for i in ids]))
+                )
+                await cleanup.exec(delete(User).where(col(User.id).in_(ids)))
+
+
+async def _never_found(_self: UserRepository, _email: str) -> None:
+    return None
