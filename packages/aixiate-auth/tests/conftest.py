@@ -23,7 +23,7 @@ from aixiate_core.events import DomainEvents
 from aixiate_core.metrics import Metrics
 from aixiate_core.middleware import RequestMiddleware
 from aixiate_core.outbox import Outbox, OutboxEmail
-from aixiate_core.resources import State, open_resources, running_dispatcher
+from aixiate_core.resources import State, open_resources, running_background
 from aixiate_core.security import register_password_service
 from aixiate_core.settings import Settings
 from aixiate_core.testing import serve
@@ -96,7 +96,7 @@ def build_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[State]:
-        async with open_resources(settings) as state, running_dispatcher(state, events):
+        async with open_resources(settings) as state, running_background(state, events, {}):
             yield state
 
     app = FastAPI(lifespan=lifespan)

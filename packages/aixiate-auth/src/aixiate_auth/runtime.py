@@ -28,6 +28,10 @@ from aixiate_auth.settings import AuthSettings
 
 log = structlog.get_logger()
 
+# Sessions remembered as recently touched; cleared wholesale when full (a bounded memo,
+# not a cache: forgetting only costs one store round trip).
+_TOUCH_MEMO_MAX = 100_000
+
 
 class AuthRuntime:
     def __init__(self, settings: AuthSettings) -> None:
@@ -38,6 +42,7 @@ class AuthRuntime:
         self._keyring: KeyRing | None = None
         self._liveness: sessions.Liveness | None = None
         self._last_forced_reload = 0.0
+        self._touched: dict[UUID, float] = {}
 
     async def start(self, state: State) -> None:
         box = SecretBox(state["settings"].secret(), "signing-keys")
@@ -114,11 +119,18 @@ class AuthRuntime:
         return True
 
     async def _touch(self, session_id: UUID) -> None:
-        # last_used_at is written at most once per interval per session, not per request.
+        # last_used_at is written at most once per interval per session, not per request:
+        # a local memo skips the shared store on most requests, the store's SET NX
+        # keeps replicas from writing the same minute twice.
+        now = time.monotonic()
+        interval = self.settings.session_touch_interval_seconds
+        if now - self._touched.get(session_id, -interval) < interval:
+            return
+        if len(self._touched) > _TOUCH_MEMO_MAX:
+            self._touched.clear()
+        self._touched[session_id] = now
         key = f"auth:touch:{session_id}"
-        if await self.state["store"].set_if_absent(
-            key, b"1", ttl=self.settings.session_touch_interval_seconds
-        ):
+        if await self.state["store"].set_if_absent(key, b"1", ttl=interval):
             async with self.state["sessionmaker"]() as db, db.begin():
                 await sessions.touch(db, session_id)
 

@@ -15,7 +15,7 @@ from uuid import UUID
 from aixiate_core.cache import KeyValueStore
 from aixiate_core.crypto import new_token, token_digest
 from aixiate_core.db import utc_now
-from sqlalchemy import update
+from sqlalchemy import delete, or_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -230,3 +230,20 @@ async def touch(session: AsyncSession, session_id: UUID) -> None:
     await session.exec(
         update(AuthSession).where(col(AuthSession.id) == session_id).values(last_used_at=now)
     )
+
+
+async def purge(session: AsyncSession, now: datetime) -> int:
+    """Housekeeping: sessions ended (expired or revoked) over a week ago go, with their
+    refresh tokens (by cascade); a week keeps recent history for "active sessions"
+    investigations and reuse detection of late replays."""
+    cutoff = now - timedelta(days=7)
+    result = await session.exec(
+        delete(AuthSession).where(
+            or_(
+                col(AuthSession.expires_at) < cutoff,
+                col(AuthSession.idle_expires_at) < cutoff,
+                col(AuthSession.revoked_at) < cutoff,
+            )
+        )
+    )
+    return int(result.rowcount)

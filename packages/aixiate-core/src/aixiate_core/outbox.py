@@ -15,7 +15,7 @@ Bodies carry single-use links, so they are stored encrypted and wiped once sent.
 import asyncio
 import json
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -25,7 +25,7 @@ from uuid import UUID, uuid4
 import structlog
 from fastapi import Depends, Request
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-from sqlalchemy import LargeBinary, and_, event, or_, update
+from sqlalchemy import LargeBinary, and_, delete, event, or_, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import Field, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -311,6 +311,20 @@ class OutboxDispatcher:
         )
         result = await session.exec(statement)
         return bool(result.rowcount)
+
+
+def purge_job(retention: timedelta) -> Callable[[AsyncSession, datetime], Awaitable[int]]:
+    """Housekeeping: delivered and failed rows older than ``retention`` go."""
+
+    async def purge(session: AsyncSession, now: datetime) -> int:
+        result = await session.exec(
+            delete(OutboxEmail)
+            .where(col(OutboxEmail.status).in_(("sent", "failed")))
+            .where(col(OutboxEmail.updated_at) < now - retention)
+        )
+        return int(result.rowcount)
+
+    return purge
 
 
 def get_outbox(request: Request) -> Outbox:

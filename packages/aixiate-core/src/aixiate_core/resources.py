@@ -1,7 +1,7 @@
 """What the app holds while it runs, built in the lifespan and torn down after it."""
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import TypedDict
 
@@ -12,6 +12,7 @@ from aixiate_core.cache import KeyValueStore, create_store
 from aixiate_core.db import create_engine, create_sessionmaker
 from aixiate_core.email import EmailSender, create_email_sender
 from aixiate_core.events import DomainEvents
+from aixiate_core.housekeeping import Housekeeper, PurgeJob
 from aixiate_core.outbox import Outbox, OutboxDispatcher
 from aixiate_core.settings import Settings
 
@@ -56,20 +57,34 @@ def build_dispatcher(state: State, events: DomainEvents) -> OutboxDispatcher:
 
 
 @asynccontextmanager
-async def running_dispatcher(state: State, events: DomainEvents) -> AsyncIterator[None]:
-    """Runs the outbox dispatcher beside the app, and stops it cleanly on shutdown."""
-    if not state["settings"].outbox_dispatcher_enabled:
-        yield
-        return
+async def running_background(
+    state: State, events: DomainEvents, jobs: Mapping[str, PurgeJob]
+) -> AsyncIterator[None]:
+    """Runs the outbox dispatcher and housekeeping beside the app (each unless disabled),
+    and stops them cleanly on shutdown."""
     stop = asyncio.Event()
-    task = asyncio.create_task(
-        build_dispatcher(state, events).run_forever(stop), name="outbox-dispatcher"
-    )
+    tasks = []
+    settings = state["settings"]
+    if settings.outbox_dispatcher_enabled:
+        loop = build_dispatcher(state, events).run_forever(stop)
+        tasks.append(asyncio.create_task(loop, name="outbox-dispatcher"))
+    if settings.housekeeping_enabled:
+        loop = build_housekeeper(state, jobs).run_forever(stop)
+        tasks.append(asyncio.create_task(loop, name="housekeeping"))
     try:
         yield
     finally:
         stop.set()
-        try:
-            await asyncio.wait_for(task, timeout=10)
-        except TimeoutError:
-            task.cancel()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=10)
+            for task in pending:
+                task.cancel()
+
+
+def build_housekeeper(state: State, jobs: Mapping[str, PurgeJob]) -> Housekeeper:
+    return Housekeeper(
+        sessionmaker=state["sessionmaker"],
+        store=state["store"],
+        settings=state["settings"],
+        jobs=jobs,
+    )

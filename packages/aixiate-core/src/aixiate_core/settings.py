@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     outbox_backoff_max_seconds: float = Field(default=3600.0, gt=0)
     outbox_lease_seconds: float = Field(default=60.0, gt=0)
 
+    # Purging expired sessions and tokens and delivered email (one process per round).
+    housekeeping_enabled: bool = True
+    housekeeping_interval_seconds: float = Field(default=3600.0, ge=10)
+    # Delivered or failed outbox rows (bodies are wiped at once) are kept this long.
+    outbox_retention_days: int = Field(default=7, ge=1)
+
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -212,11 +212,12 @@ async def create_user(
     session: AsyncSession,
     body: AdminUserCreate,
     *,
-    admin: Principal,
+    admin: Principal | None,
     passwords: PasswordService,
 ) -> User:
     """Creates an account with a password the admin chose. Unlike registration this says
-    409 ``email_taken`` for a known address: admins may learn that, and need to."""
+    409 ``email_taken`` for a known address: admins may learn that, and need to.
+    ``admin`` is None for the operator's command line (``aixiate user create``)."""
     email = normalize_email(body.email)
     repository = UserRepository(session)
     if await repository.get_by_email(email) is not None:
@@ -237,10 +238,14 @@ async def create_user(
     await audit_service.record(
         session,
         "admin.user.created",
-        actor_id=admin.user_id,
+        actor_id=admin.user_id if admin else None,
         target_type=TARGET_USER,
         target_id=user.id,
-        data={"roles": user.roles, "is_verified": user.is_verified},
+        data={
+            "roles": user.roles,
+            "is_verified": user.is_verified,
+            "via": "api" if admin else "cli",
+        },
     )
     return user
 

@@ -6,14 +6,14 @@ conditional UPDATE, so of two concurrent uses of one token exactly one wins.
 """
 
 from collections.abc import Iterable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
 from aixiate_core.crypto import new_token, token_digest
 from aixiate_core.db import utc_now
-from sqlalchemy import update
+from sqlalchemy import delete, or_, update
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -87,3 +87,14 @@ async def consume(session: AsyncSession, raw: str, purpose: TokenPurpose) -> Act
     if token_id is None:
         return None
     return await session.get(ActionToken, token_id)
+
+
+async def purge(session: AsyncSession, now: datetime) -> int:
+    """Housekeeping: tokens that can no longer be used (spent or expired a day ago)."""
+    cutoff = now - timedelta(days=1)
+    result = await session.exec(
+        delete(ActionToken).where(
+            or_(col(ActionToken.expires_at) < cutoff, col(ActionToken.used_at) < cutoff)
+        )
+    )
+    return int(result.rowcount)

@@ -13,7 +13,7 @@ from aixiate_core.events import DomainEvents
 from aixiate_core.logging import configure_logging
 from aixiate_core.metrics import Metrics
 from aixiate_core.middleware import RequestMiddleware
-from aixiate_core.resources import State, open_resources, running_dispatcher
+from aixiate_core.resources import State, open_resources, running_background
 from aixiate_core.router import router as operations_router
 from aixiate_core.security import register_password_service, register_principal_resolver
 from aixiate_core.settings import Settings, get_settings
@@ -21,7 +21,7 @@ from aixiate_users.router import router as users_router
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from aixiate_api.wiring import subscribe_all
+from aixiate_api.wiring import purge_jobs, subscribe_all
 
 API_PREFIX = "/api/v1"
 
@@ -46,7 +46,7 @@ def create_app(
         async with open_resources(settings) as state:
             await auth.start(state)
             try:
-                async with running_dispatcher(state, events):
+                async with running_background(state, events, purge_jobs(settings)):
                     yield state
             finally:
                 auth.close()

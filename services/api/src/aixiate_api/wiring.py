@@ -1,9 +1,16 @@
 """Who listens to which domain event: the one place packages are connected sideways."""
 
+from datetime import timedelta
+
 from aixiate_audit import service as audit_service
+from aixiate_auth import sessions as auth_sessions
 from aixiate_auth import subscribers as auth_subscribers
 from aixiate_auth.runtime import AuthRuntime
+from aixiate_core import outbox
 from aixiate_core.events import DomainEvents, EmailDeliveryFailed
+from aixiate_core.housekeeping import PurgeJob
+from aixiate_core.settings import Settings
+from aixiate_users import tokens as action_tokens
 
 
 def subscribe_all(events: DomainEvents, auth: AuthRuntime | None = None) -> DomainEvents:
@@ -12,3 +19,11 @@ def subscribe_all(events: DomainEvents, auth: AuthRuntime | None = None) -> Doma
     if auth is not None:
         auth_subscribers.subscribe(events, auth)
     return events
+
+
+def purge_jobs(settings: Settings) -> dict[str, PurgeJob]:
+    return {
+        "email_outbox": outbox.purge_job(timedelta(days=settings.outbox_retention_days)),
+        "action_tokens": action_tokens.purge,
+        "auth_sessions": auth_sessions.purge,
+    }
