@@ -16,7 +16,7 @@ from uuid import uuid4
 
 import httpx
 import pytest
-from aixiate_core.db import SessionDep, get_session
+from aixiate_core.db import STORE_KEY, SessionDep, commit, get_session
 from aixiate_core.email import EmailMessage
 from aixiate_core.errors import InvalidToken, install_error_handlers
 from aixiate_core.events import (
@@ -227,16 +227,17 @@ def app(
 ) -> FastAPI:
     """The app, serving every request in the test's rolled-back transaction."""
 
-    async def test_session() -> AsyncIterator[AsyncSession]:
+    async def test_session(request: Request) -> AsyncIterator[AsyncSession]:
         # What the test set up counts as committed before the request, so an error
         # rolls back the request's own work only, as on a real database.
         await session.commit()
+        session.info[STORE_KEY] = request.state.store
         try:
             yield session
         except BaseException:
             await session.rollback()
             raise
-        await session.commit()
+        await commit(session)  # core's unit of work, with its commit hooks
 
     app = build_app(app_settings, users_settings, passwords, tokens, events)
     app.dependency_overrides[get_session] = test_session

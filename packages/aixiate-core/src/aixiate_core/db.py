@@ -1,19 +1,23 @@
 """Async database access: engine, one unit of work per request, and table conventions."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID, uuid4
 
+import structlog
 from fastapi import Depends, Request
 from sqlalchemy import DateTime, event, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from aixiate_core.settings import Settings
+
+log = structlog.get_logger()
 
 SQLModel.metadata.naming_convention = {
     "ix": "ix_%(column_0_label)s",
@@ -113,16 +117,62 @@ async def ping(engine: AsyncEngine) -> None:
         await conn.execute(text("SELECT 1"))
 
 
+#: ``session.info`` keys: the shared key-value store of the request, and async callbacks
+#: that packages register (from sync ORM events) to run around the commit.
+STORE_KEY = "aixiate.store"
+BEFORE_COMMIT = "aixiate.before_commit"
+AFTER_COMMIT = "aixiate.after_commit"
+
+CommitHook = Callable[[AsyncSession], Awaitable[None]]
+
+
+def on_commit(
+    session: Session | AsyncSession, hook: CommitHook, *, before: bool, after: bool
+) -> None:
+    """Runs ``hook`` just before and/or just after the request's commit (once each).
+
+    For caches of database rows: dropping an entry before the commit keeps readers from
+    trusting it once the change is visible; dropping it again after the commit removes
+    what a concurrent reader put back in between.
+    """
+    for flag, key in ((before, BEFORE_COMMIT), (after, AFTER_COMMIT)):
+        if flag:
+            hooks: list[CommitHook] = session.info.setdefault(key, [])
+            if hook not in hooks:
+                hooks.append(hook)
+
+
+async def commit(session: AsyncSession) -> None:
+    """Commits a unit of work with the hooks packages registered around it.
+
+    A failing before-hook aborts the commit (a cache that cannot be invalidated must not
+    go stale); a failing after-hook is only logged, since the data is already committed
+    and the request must not be reported as failed.
+    """
+    await session.flush()  # so ORM events of the last changes register their hooks
+    for hook in session.info.pop(BEFORE_COMMIT, []):
+        await hook(session)
+    await session.commit()
+    for hook in session.info.pop(AFTER_COMMIT, []):
+        try:
+            await hook(session)
+        except Exception:
+            log.exception("db.after_commit_hook_failed", hook=getattr(hook, "__name__", "?"))
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """The request's unit of work: commits before the response is sent, rolls back on error."""
     sessionmaker: async_sessionmaker[AsyncSession] = request.state.sessionmaker
     async with sessionmaker() as session:
+        session.info[STORE_KEY] = request.state.store
         try:
             yield session
+            await commit(session)
         except BaseException:
+            session.info.pop(BEFORE_COMMIT, None)
+            session.info.pop(AFTER_COMMIT, None)
             await session.rollback()
             raise
-        await session.commit()
 
 
 # scope="function" runs the commit before the response goes out, so a failed commit is

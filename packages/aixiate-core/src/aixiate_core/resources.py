@@ -14,6 +14,7 @@ from aixiate_core.email import EmailSender, create_email_sender
 from aixiate_core.events import DomainEvents
 from aixiate_core.housekeeping import Housekeeper, PurgeJob
 from aixiate_core.outbox import Outbox, OutboxDispatcher
+from aixiate_core.ratelimit import RateLimiter
 from aixiate_core.settings import Settings
 
 
@@ -26,12 +27,14 @@ class State(TypedDict):
     store: KeyValueStore
     email_sender: EmailSender
     outbox: Outbox
+    limiter: RateLimiter
 
 
 @asynccontextmanager
 async def open_resources(settings: Settings) -> AsyncIterator[State]:
     engine = create_engine(settings)
     store = create_store(settings)
+    limiter = RateLimiter.from_settings(settings, store)
     try:
         yield State(
             settings=settings,
@@ -40,8 +43,10 @@ async def open_resources(settings: Settings) -> AsyncIterator[State]:
             store=store,
             email_sender=create_email_sender(settings),
             outbox=Outbox(settings),
+            limiter=limiter,
         )
     finally:
+        await limiter.close()
         await store.close()
         await engine.dispose()
 

@@ -5,12 +5,16 @@ import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, SecretStr, field_validator
+from limits import parse_many
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Environment = Literal["development", "test", "production"]
+#: What a guard does when its shared store (Redis) does not answer: let the request
+#: through unchecked, or refuse it with 503 ``service_unavailable``.
+FailMode = Literal["fail_open", "fail_closed"]
 
 #: Where a development secret key is kept so that restarts keep stored secrets readable.
 DEV_SECRET_FILE = Path(".aixiate-dev-secret")
@@ -72,6 +76,29 @@ class Settings(BaseSettings):
 
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
+    # Rate limits (aixiate_core.ratelimit), in the ``limits`` syntax: "10/minute", several
+    # joined by ";" ("10/minute;100/hour"); an empty string turns that one limit off.
+    # Per client IP (IPv6 per /64) and per target account (the address, keyed hashed).
+    rate_limit_enabled: bool = True
+    rate_limit_strategy: Literal["sliding-window-counter", "moving-window"] = (
+        "sliding-window-counter"
+    )
+    rate_limit_fail_mode: FailMode = "fail_closed"
+    rate_limit_global: str = "600/minute"
+    rate_limit_global_fail_mode: FailMode = "fail_open"
+    rate_limit_login_per_ip: str = "20/minute;200/hour"
+    rate_limit_login_per_account: str = "10/minute;50/hour"
+    rate_limit_refresh_per_ip: str = "60/minute"
+    rate_limit_register_per_ip: str = "10/minute;50/hour"
+    rate_limit_register_per_account: str = "3/hour"
+    rate_limit_password_forgot_per_ip: str = "10/minute;50/hour"  # noqa: S105 - a rate
+    rate_limit_password_forgot_per_account: str = "3/hour"  # noqa: S105 - a rate
+    rate_limit_password_reset_per_ip: str = "10/minute;50/hour"  # noqa: S105 - a rate
+    rate_limit_verify_email_resend_per_ip: str = "10/minute;50/hour"
+    rate_limit_verify_email_resend_per_account: str = "3/hour"
+    rate_limit_mfa_per_ip: str = "20/minute;100/hour"
+    rate_limit_mfa_per_account: str = "10/minute;30/hour"
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
@@ -105,6 +132,26 @@ class Settings(BaseSettings):
         for entry in value:
             ipaddress.ip_network(entry, strict=False)
         return value
+
+    @model_validator(mode="after")
+    def _check_rate_limits(self) -> Self:
+        for name, value in self.rate_limits().items():
+            try:
+                parse_many(value)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+        return self
+
+    def rate_limits(self) -> dict[str, str]:
+        """The configured limits by setting name: ``rate_limit_global`` and every
+        ``rate_limit_<name>_per_<scope>`` that is not empty."""
+        return {
+            name: value.strip()
+            for name, field in type(self).model_fields.items()
+            if name.startswith("rate_limit_")
+            and field.annotation is str
+            and (value := getattr(self, name)).strip()
+        }
 
     @field_validator("public_url", "resend_base_url")
     @classmethod

@@ -124,13 +124,19 @@ def redis_prefix() -> str:
 
 @pytest.fixture
 def settings(database_schema: str, redis_prefix: str) -> Settings:
-    """Test settings on this run's backends; tests derive variants with ``model_copy``."""
+    """Test settings on this run's backends; tests derive variants with ``model_copy``.
+
+    Rate limits are off: every test client comes from one address, and a test of
+    something else must not trip over them. Tests of the limits turn them on with
+    ``model_copy(update={"rate_limit_enabled": True, ...})``. Account lockout stays on.
+    """
     return Settings(
         env="test",
         database_url=database_schema,
         redis_url=redis_server_url(),
         redis_key_prefix=redis_prefix,
         log_format="console",
+        rate_limit_enabled=False,
         # One key per run: every app of the run can open what another one sealed.
         secret_key=SecretStr(RUN_SECRET),
         _env_file=None,

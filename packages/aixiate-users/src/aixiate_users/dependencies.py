@@ -3,14 +3,17 @@
 from typing import Annotated
 from uuid import UUID
 
+from aixiate_core.cache import KeyValueStore
 from aixiate_core.db import SessionDep
 from aixiate_core.errors import InvalidToken
 from aixiate_core.security import AdminPrincipal, CurrentPrincipal
-from fastapi import Depends, Path
+from fastapi import Depends, Path, Request
 
+from aixiate_users import cache as user_cache
 from aixiate_users.errors import UserNotFound
 from aixiate_users.models import User
 from aixiate_users.repository import UserRepository
+from aixiate_users.schemas import UserRead
 
 
 async def get_current_user(principal: CurrentPrincipal, session: SessionDep) -> User:
@@ -23,6 +26,26 @@ async def get_current_user(principal: CurrentPrincipal, session: SessionDep) -> 
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+async def get_current_user_snapshot(
+    principal: CurrentPrincipal, request: Request, session: SessionDep
+) -> UserRead:
+    """The caller as ``UserRead``, from the snapshot cache when possible: the read path
+    of ``GET /users/me`` touches no database on a hit (an unused session costs nothing)."""
+    store: KeyValueStore = request.state.store
+    snapshot = await user_cache.get(store, principal.user_id)
+    if snapshot is None:
+        user = await UserRepository(session).get(principal.user_id)
+        if user is None or not user.is_active:
+            raise InvalidToken()
+        snapshot = await user_cache.put(store, user)
+    if not snapshot.is_active:
+        raise InvalidToken()
+    return snapshot
+
+
+CurrentUserSnapshot = Annotated[UserRead, Depends(get_current_user_snapshot)]
 
 
 async def get_target_user(

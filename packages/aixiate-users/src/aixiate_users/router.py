@@ -9,7 +9,7 @@ from aixiate_core.security import AdminPrincipal, PasswordServiceDep, WeakPasswo
 from fastapi import APIRouter, Query, status
 
 from aixiate_users import service as users_service
-from aixiate_users.dependencies import CurrentUser, TargetUser
+from aixiate_users.dependencies import CurrentUser, CurrentUserSnapshot, TargetUser
 from aixiate_users.errors import (
     CannotModifySelf,
     EmailTaken,
@@ -45,7 +45,7 @@ EMAIL_CHANGE_ACCEPTED = (
 
 
 @router.get("/me", response_model=UserRead, responses=problem_responses(validation=False))
-async def read_me(user: CurrentUser) -> User:
+async def read_me(user: CurrentUserSnapshot) -> UserRead:
     """The caller's own account."""
     return user
 

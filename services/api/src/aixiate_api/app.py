@@ -13,12 +13,13 @@ from aixiate_core.events import DomainEvents
 from aixiate_core.logging import configure_logging
 from aixiate_core.metrics import Metrics
 from aixiate_core.middleware import RequestMiddleware
+from aixiate_core.ratelimit import global_rate_limit
 from aixiate_core.resources import State, open_resources, running_background
 from aixiate_core.router import router as operations_router
 from aixiate_core.security import register_password_service, register_principal_resolver
 from aixiate_core.settings import Settings, get_settings
 from aixiate_users.router import router as users_router
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.routing import APIRoute
 
 from aixiate_api.wiring import purge_jobs, subscribe_all
@@ -72,7 +73,9 @@ def create_app(
         trusted_proxies=settings.trusted_proxies,
     )
     app.include_router(operations_router)
-    app.include_router(jwks_router)
+    # The ceiling per client IP covers the API and the JWKS, not health and metrics.
+    api_limit = [Depends(global_rate_limit)]
+    app.include_router(jwks_router, dependencies=api_limit)
     for router in (auth_router, users_router, audit_router):
-        app.include_router(router, prefix=API_PREFIX)
+        app.include_router(router, prefix=API_PREFIX, dependencies=api_limit)
     return app

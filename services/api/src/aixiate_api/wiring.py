@@ -3,12 +3,14 @@
 from datetime import timedelta
 
 from aixiate_audit import service as audit_service
+from aixiate_auth import lockout as auth_lockout
 from aixiate_auth import sessions as auth_sessions
 from aixiate_auth import subscribers as auth_subscribers
 from aixiate_auth.runtime import AuthRuntime
 from aixiate_core import outbox
 from aixiate_core.events import DomainEvents, EmailDeliveryFailed
 from aixiate_core.housekeeping import PurgeJob
+from aixiate_core.ratelimit import RateLimitExceeded
 from aixiate_core.settings import Settings
 from aixiate_users import tokens as action_tokens
 
@@ -16,8 +18,10 @@ from aixiate_users import tokens as action_tokens
 def subscribe_all(events: DomainEvents, auth: AuthRuntime | None = None) -> DomainEvents:
     """``auth`` is None in processes that serve no requests (``aixiate worker``)."""
     events.subscribe(EmailDeliveryFailed, audit_service.on_email_delivery_failed)
+    events.subscribe(RateLimitExceeded, audit_service.on_rate_limited)
     if auth is not None:
         auth_subscribers.subscribe(events, auth)
+        auth_lockout.subscribe(events, auth)
     return events
 
 

@@ -1,0 +1,68 @@
+"""Snapshots of users in the shared store, so ``GET /users/me`` needs no database.
+
+Any flush that inserts, changes or deletes a ``User`` through the ORM marks that user;
+the request's commit drops the marked snapshots before and after it commits (core's
+``on_commit``). Changes made outside a request's unit of work (the command line, a
+worker) are covered by the snapshot TTL. Authorization never reads a snapshot: roles
+come from the token and liveness from the session store.
+"""
+
+from typing import Any
+from uuid import UUID
+
+from aixiate_core.cache import KeyValueStore
+from aixiate_core.db import STORE_KEY, on_commit
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from aixiate_users.models import User
+from aixiate_users.schemas import UserRead
+
+#: Seconds a snapshot may serve; the bound on staleness for changes made outside requests.
+SNAPSHOT_TTL = 60.0
+#: After a change, an empty marker holds the key this long, so a reader that loaded the
+#: row just before the commit cannot put its stale copy back.
+_TOMBSTONE_TTL = 5.0
+_TOMBSTONE = b""
+_CHANGED = "aixiate.users.changed"
+
+
+def _key(user_id: UUID) -> str:
+    return f"users:snapshot:{user_id}"
+
+
+async def get(store: KeyValueStore, user_id: UUID) -> UserRead | None:
+    raw = await store.get(_key(user_id))
+    return None if not raw else UserRead.model_validate_json(raw)
+
+
+async def put(store: KeyValueStore, user: User) -> UserRead:
+    """Caches the row just read, unless a change marked the key meanwhile."""
+    snapshot = UserRead.model_validate(user)
+    payload = snapshot.model_dump_json().encode()
+    await store.set_if_absent(_key(user.id), payload, ttl=SNAPSHOT_TTL)
+    return snapshot
+
+
+async def forget(store: KeyValueStore, user_ids: set[UUID]) -> None:
+    for user_id in user_ids:
+        await store.set(_key(user_id), _TOMBSTONE, ttl=_TOMBSTONE_TTL)
+
+
+async def _forget_changed(session: AsyncSession) -> None:
+    store: KeyValueStore | None = session.info.get(STORE_KEY)
+    changed: set[UUID] = session.info.get(_CHANGED, set())
+    if store is not None and changed:
+        await forget(store, changed)
+
+
+@event.listens_for(Session, "after_flush")
+def _mark_changed(session: Session, _context: Any) -> None:
+    users = [
+        obj for obj in (*session.new, *session.dirty, *session.deleted) if isinstance(obj, User)
+    ]
+    if not users:
+        return
+    session.info.setdefault(_CHANGED, set()).update(user.id for user in users)
+    on_commit(session, _forget_changed, before=True, after=True)
