@@ -11,6 +11,7 @@ from aixiate_core.crypto import SecretBox
 from aixiate_core.errors import InvalidToken
 from aixiate_core.resources import State
 from aixiate_core.security import Principal
+from aixiate_users import cache as user_cache
 from fastapi import Depends, Request
 
 from aixiate_auth import sessions
@@ -23,6 +24,7 @@ from aixiate_auth.access_tokens import (
     encode_access_token,
 )
 from aixiate_auth.keys import KeyRing
+from aixiate_auth.lockout import Lockout
 from aixiate_auth.passwords import Argon2PasswordService
 from aixiate_auth.settings import AuthSettings
 
@@ -41,7 +43,10 @@ class AuthRuntime:
         self._state: State | None = None
         self._keyring: KeyRing | None = None
         self._liveness: sessions.Liveness | None = None
-        self._last_forced_reload = 0.0
+        self._lockout: Lockout | None = None
+        # -inf, not 0: monotonic time counts from boot, and on a freshly booted host the
+        # first forced reload must not wait for it to pass key_reload_seconds.
+        self._last_forced_reload = float("-inf")
         self._touched: dict[UUID, float] = {}
 
     async def start(self, state: State) -> None:
@@ -49,6 +54,8 @@ class AuthRuntime:
         self._keyring = KeyRing(state["sessionmaker"], box, self.settings)
         await self._keyring.start()
         self._liveness = sessions.Liveness(state["store"], self.settings)
+        secret = state["settings"].secret()
+        self._lockout = Lockout(state["store"], self.settings, secret=secret)
         self._state = state
 
     def close(self) -> None:
@@ -72,6 +79,12 @@ class AuthRuntime:
             raise RuntimeError("the auth runtime has not been started")
         return self._liveness
 
+    @property
+    def lockout(self) -> Lockout:
+        if self._lockout is None:
+            raise RuntimeError("the auth runtime has not been started")
+        return self._lockout
+
     def issue_access_token(self, issued: sessions.Issued, roles: frozenset[str]) -> tuple[str, int]:
         key = self.keyring.signing_key()
         return encode_access_token(
@@ -86,7 +99,12 @@ class AuthRuntime:
     async def __call__(self, request: Request, token: str) -> Principal:
         await self.keyring.reload_if_stale()
         claims = await self._decode(token)
-        live = await self.liveness.is_live(claims.session_id)
+        # One round trip for both facts a typical request needs: is the session live, and
+        # the caller's user snapshot (handed to users' GET /me through request.state).
+        live, snapshot = await self.liveness.is_live_with(
+            claims.session_id, user_cache.key(claims.user_id)
+        )
+        user_cache.hand_over(request, claims.user_id, snapshot)
         if live is None:
             async with self.state["sessionmaker"]() as db:
                 live = await sessions.check_live(db, self.liveness, claims.session_id)

@@ -37,6 +37,11 @@ class Liveness:
     def _key(session_id: UUID) -> str:
         return f"auth:session:{session_id}"
 
+    async def is_live_with(self, session_id: UUID, other: str) -> tuple[bool | None, bytes | None]:
+        """:meth:`is_live` and the value of another key, in one round trip."""
+        value, other_value = await self.store.get_many(self._key(session_id), other)
+        return (None if value is None else value == _LIVE), other_value
+
     async def is_live(self, session_id: UUID) -> bool | None:
         """True or False when the store knows; None on a miss."""
         value = await self.store.get(self._key(session_id))
@@ -45,7 +50,9 @@ class Liveness:
         return value == _LIVE
 
     async def mark_live(self, session_id: UUID, seconds_left: float) -> None:
-        await self.store.set(
+        # Only where the store knows nothing: a revocation may have landed since the
+        # caller read the session as live, and "revoked" must never be overwritten.
+        await self.store.set_if_absent(
             self._key(session_id), _LIVE, ttl=max(1.0, min(self.ttl, seconds_left))
         )
 

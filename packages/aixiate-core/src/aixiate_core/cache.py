@@ -21,6 +21,10 @@ class KeyValueStore(Protocol):
 
     async def get(self, key: str) -> bytes | None: ...
 
+    async def get_many(self, *keys: str) -> list[bytes | None]:
+        """Several keys in one round trip (MGET)."""
+        ...
+
     async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None: ...
 
     async def set_if_absent(self, key: str, value: bytes, *, ttl: float | None = None) -> bool:
@@ -69,6 +73,9 @@ class MemoryStore:
     async def get(self, key: str) -> bytes | None:
         item = self._live(key)
         return item[0] if item else None
+
+    async def get_many(self, *keys: str) -> list[bytes | None]:
+        return [await self.get(key) for key in keys]
 
     async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
         self._data[key] = (value, self._expiry(ttl))
@@ -149,6 +156,10 @@ class RedisStore:
     async def get(self, key: str) -> bytes | None:
         value = await self.client.get(self._k(key))
         return value.encode() if isinstance(value, str) else value
+
+    async def get_many(self, *keys: str) -> list[bytes | None]:
+        values = await self.client.mget([self._k(key) for key in keys])
+        return [value.encode() if isinstance(value, str) else value for value in values]
 
     async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
         await self.client.set(self._k(key), value, px=_ms(ttl))

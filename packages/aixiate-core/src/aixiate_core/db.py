@@ -149,6 +149,8 @@ async def commit(session: AsyncSession) -> None:
     go stale); a failing after-hook is only logged, since the data is already committed
     and the request must not be reported as failed.
     """
+    if not session.in_transaction() and not session.new and not session.dirty:
+        return  # nothing was read or written: no round trip, no greenlet switches
     await session.flush()  # so ORM events of the last changes register their hooks
     for hook in session.info.pop(BEFORE_COMMIT, []):
         await hook(session)

@@ -12,6 +12,7 @@ from uuid import UUID
 
 from aixiate_core.cache import KeyValueStore
 from aixiate_core.db import STORE_KEY, on_commit
+from fastapi import Request
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -28,12 +29,28 @@ _TOMBSTONE = b""
 _CHANGED = "aixiate.users.changed"
 
 
-def _key(user_id: UUID) -> str:
+def key(user_id: UUID) -> str:
+    """The store key of a user's snapshot (a token resolver may prefetch it)."""
     return f"users:snapshot:{user_id}"
 
 
-async def get(store: KeyValueStore, user_id: UUID) -> UserRead | None:
-    raw = await store.get(_key(user_id))
+_HANDED_OVER = "aixiate_user_snapshot"
+
+
+def hand_over(request: Request, user_id: UUID, raw: bytes | None) -> None:
+    """Lets whoever already read the snapshot (the token resolver, with the session's
+    liveness) spare :func:`get` a round trip in the same request."""
+    setattr(request.state, _HANDED_OVER, (user_id, raw))
+
+
+async def get(
+    store: KeyValueStore, user_id: UUID, request: Request | None = None
+) -> UserRead | None:
+    handed = getattr(request.state, _HANDED_OVER, None) if request is not None else None
+    if handed is not None and handed[0] == user_id:
+        raw = handed[1]
+    else:
+        raw = await store.get(key(user_id))
     return None if not raw else UserRead.model_validate_json(raw)
 
 
@@ -41,13 +58,13 @@ async def put(store: KeyValueStore, user: User) -> UserRead:
     """Caches the row just read, unless a change marked the key meanwhile."""
     snapshot = UserRead.model_validate(user)
     payload = snapshot.model_dump_json().encode()
-    await store.set_if_absent(_key(user.id), payload, ttl=SNAPSHOT_TTL)
+    await store.set_if_absent(key(user.id), payload, ttl=SNAPSHOT_TTL)
     return snapshot
 
 
 async def forget(store: KeyValueStore, user_ids: set[UUID]) -> None:
     for user_id in user_ids:
-        await store.set(_key(user_id), _TOMBSTONE, ttl=_TOMBSTONE_TTL)
+        await store.set(key(user_id), _TOMBSTONE, ttl=_TOMBSTONE_TTL)
 
 
 async def _forget_changed(session: AsyncSession) -> None:

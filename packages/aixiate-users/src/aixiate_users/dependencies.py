@@ -34,7 +34,7 @@ async def get_current_user_snapshot(
     """The caller as ``UserRead``, from the snapshot cache when possible: the read path
     of ``GET /users/me`` touches no database on a hit (an unused session costs nothing)."""
     store: KeyValueStore = request.state.store
-    snapshot = await user_cache.get(store, principal.user_id)
+    snapshot = await user_cache.get(store, principal.user_id, request)
     if snapshot is None:
         user = await UserRepository(session).get(principal.user_id)
         if user is None or not user.is_active:
