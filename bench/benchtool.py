@@ -166,7 +166,7 @@ def wait_ready(url: str, since_ns: int, timeout: float, pid: int | None) -> None
             status, _ = _request(url)
         except OSError:
             status = 0
-        if status == 200:  # noqa: PLR2004
+        if status == 200:
             print(f"{(time.time_ns() - since_ns) / 1e6:.0f}")
             return
         time.sleep(0.005)
@@ -177,14 +177,14 @@ def login(base_url: str, email: str, password: str) -> None:
     status, body = _request(
         base_url + "/api/v1/auth/login", "POST", {"email": email, "password": password}
     )
-    if status != 200:  # noqa: PLR2004
+    if status != 200:
         sys.exit(f"benchtool: login of {email} answered {status}: {body[:300]!r}")
     print(json.loads(body)["access_token"])
 
 
 def get(url: str, token: str | None) -> None:
     status, body = _request(url, token=token)
-    if status != 200:  # noqa: PLR2004
+    if status != 200:
         sys.exit(f"benchtool: GET {url} answered {status}: {body[:300]!r}")
     sys.stdout.write(body.decode())
 
@@ -222,6 +222,22 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}
     data: dict[str, Any] = json.loads(path.read_text())
     return data
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    """``key=value`` lines written by bench/run; numbers become numbers."""
+    meta: dict[str, Any] = {}
+    if not path.exists():
+        return meta
+    for line in path.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        try:
+            meta[key] = json.loads(value)
+        except json.JSONDecodeError:
+            meta[key] = value
+    return meta
 
 
 def _verdict(ok: bool) -> str:
@@ -274,8 +290,8 @@ def _ok_rps(result: dict[str, Any] | None) -> float | None:
     return (int(result["requests"]) - int(result["non2xx"])) / float(result["duration_s"])
 
 
-def report(run_dir: Path, results_dir: Path) -> None:  # noqa: PLR0915
-    meta = _read_json(run_dir / "meta.json")
+def report(run_dir: Path, results_dir: Path) -> None:
+    meta = _read_meta(run_dir / "meta.txt")
     argon = _read_json(run_dir / "argon2.json")
     svc_tp = _wrk_result(run_dir, "throughput_service")
     ceil_tp = _wrk_result(run_dir, "throughput_ceiling")
@@ -292,8 +308,8 @@ def report(run_dir: Path, results_dir: Path) -> None:  # noqa: PLR0915
         f"{meta.get('duration')} s each"
     )
     svc_rps, ceil_rps = _ok_rps(svc_tp), _ok_rps(ceil_tp)
-    table.add("service requests/s (2xx)", _fmt(svc_rps))
-    table.add("ceiling app requests/s (2xx)", _fmt(ceil_rps))
+    table.add("service requests/s (2xx)", _fmt(svc_rps) + _count(svc_tp))
+    table.add("ceiling app requests/s (2xx)", _fmt(ceil_rps) + _count(ceil_tp))
     ratio = _ratio(svc_rps, ceil_rps)
     table.add(
         "service / ceiling",
@@ -304,7 +320,9 @@ def report(run_dir: Path, results_dir: Path) -> None:  # noqa: PLR0915
     for label, result in (("service", svc_tp), ("ceiling", ceil_tp)):
         table.add(
             f"{label} errors (non-2xx + socket)",
-            "n/a" if result is None else f"{_errors(result)} "
+            "n/a"
+            if result is None
+            else f"{_errors(result)} "
             f"({result['non2xx']} non-2xx, {result['socket_errors']} socket)",
             "0" if label == "service" else "",
             "" if result is None or label != "service" else _verdict(_errors(result) == 0),
@@ -336,11 +354,16 @@ def report(run_dir: Path, results_dir: Path) -> None:  # noqa: PLR0915
             "" if r is None else _verdict(r <= factor),
         )
     for label, result in (("/users/me", svc_idle), ("/users/me under load", svc_loaded)):
-        table.add(f"{label} errors (non-2xx + socket)", _fmt_errors(result), "0",
-                  "" if result is None else _verdict(_errors(result) == 0))
+        table.add(
+            f"{label} errors (non-2xx + socket)",
+            _fmt_errors(result),
+            "0",
+            "" if result is None else _verdict(_errors(result) == 0),
+        )
     if login_mixed is not None:
         table.add(
-            "logins/s during the loaded window", _fmt(_ok_rps(login_mixed)),
+            "logins/s during the loaded window",
+            _fmt(_ok_rps(login_mixed)),
         )
         table.add("login errors during the loaded window", _fmt_errors(login_mixed))
 
@@ -364,11 +387,9 @@ def report(run_dir: Path, results_dir: Path) -> None:  # noqa: PLR0915
     table.add("argon2 ceiling = workers / median", f"{_fmt(ceiling_lps)} logins/s")
     parallel = argon.get("parallel_verifies_per_s")
     if parallel is not None:
-        table.add(
-            f"(argon2 verifies/s measured with {workers} threads)", f"{_fmt(parallel)} /s"
-        )
+        table.add(f"(argon2 verifies/s measured with {workers} threads)", f"{_fmt(parallel)} /s")
     login_rps = _ok_rps(login_only)
-    table.add("service logins/s (200)", _fmt(login_rps))
+    table.add("service logins/s (200)", _fmt(login_rps) + _count(login_only))
     lr = _ratio(login_rps, ceiling_lps)
     table.add(
         "service / argon2 ceiling",
@@ -378,17 +399,38 @@ def report(run_dir: Path, results_dir: Path) -> None:  # noqa: PLR0915
     )
     if login_only is not None:
         table.add("login latency p50 / p99", _latency(login_only))
-    table.add("login errors (non-2xx + socket)", _fmt_errors(login_only), "0",
-              "" if login_only is None else _verdict(_errors(login_only) == 0))
+    table.add(
+        "login errors (non-2xx + socket)",
+        _fmt_errors(login_only),
+        "0",
+        "" if login_only is None else _verdict(_errors(login_only) == 0),
+    )
 
     table.section("4. Startup and memory (one uvicorn worker)")
-    table.add("service: process start -> first 200 /health/ready",
-              _fmt(meta.get("service_startup_ms"), ".0f", " ms"))
+    table.add(
+        "service: process start -> first 200 /health/ready",
+        _fmt(meta.get("service_startup_ms"), ".0f", " ms"),
+    )
+    booted = _uvicorn_started_ms(run_dir / "service.log", meta.get("service_start_ns"))
+    table.add(
+        "  of which until uvicorn's 'Started server process'",
+        _fmt(booted, ".0f", " ms (imports, create_app)"),
+    )
     table.add("service idle RSS after warm-up", _kib(meta.get("service_rss_idle_kib")))
     table.add("service RSS after all load", _kib(meta.get("service_rss_end_kib")))
-    table.add("(ceiling app: start -> first 200)",
-              _fmt(meta.get("ceiling_startup_ms"), ".0f", " ms"))
+    table.add(
+        "(ceiling app: start -> first 200)", _fmt(meta.get("ceiling_startup_ms"), ".0f", " ms")
+    )
     table.add("(ceiling app idle RSS after warm-up)", _kib(meta.get("ceiling_rss_idle_kib")))
+
+    levels = _log_levels(run_dir / "service.log")
+    table.section("Service log during the run (JSON lines)")
+    table.add(
+        "lines by level",
+        ", ".join(f"{level} {n}" for level, n in sorted(levels.items())) or "n/a",
+        "no error",
+        _verdict(not levels.get("error") and not levels.get("critical")),
+    )
 
     stamp = meta.get("timestamp") or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     head = [
@@ -397,7 +439,9 @@ def report(run_dir: Path, results_dir: Path) -> None:  # noqa: PLR0915
         f"service: {meta.get('service_url')} (AIXIATE_ENV=production, JSON logs to a file, "
         f"PostgreSQL db {meta.get('database')}, Redis prefix {meta.get('redis_prefix')})",
         f"ceiling: {meta.get('ceiling_url')} (FastAPI + joserfc ES256, no DB, no Redis)",
-        f"wrk threads: {meta.get('wrk_threads')}; warm-up {meta.get('warmup')} s per target",
+        f"wrk threads: {meta.get('wrk_threads')}; warm-up {meta.get('warmup')} s per target; "
+        f"load average before the run: {meta.get('loadavg_start')}, "
+        f"after: {meta.get('loadavg_end')}",
         "",
     ]
     text = "\n".join(head) + table.render() + "\n"
@@ -406,6 +450,44 @@ def report(run_dir: Path, results_dir: Path) -> None:  # noqa: PLR0915
     out.write_text(text)
     print(text)
     print(f"written to {out}")
+
+
+def _count(result: dict[str, Any] | None) -> str:
+    if result is None:
+        return ""
+    return f" ({result['requests']} in {float(result['duration_s']):.1f} s)"
+
+
+def _uvicorn_started_ms(path: Path, start_ns: Any) -> float | None:
+    """From the process start to uvicorn's "Started server process" line: the part of
+    the startup spent importing and building the app, before the lifespan runs."""
+    if not isinstance(start_ns, int) or not path.exists():
+        return None
+    with path.open(encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if str(entry.get("event", "")).startswith("Started server process"):
+                stamp = datetime.fromisoformat(entry["timestamp"])
+                return (stamp.timestamp() * 1e9 - start_ns) / 1e6
+    return None
+
+
+def _log_levels(path: Path) -> dict[str, int]:
+    """Lines per level of the service's JSON log (non-JSON lines count as "other")."""
+    levels: dict[str, int] = {}
+    if not path.exists():
+        return levels
+    with path.open(encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            try:
+                level = str(json.loads(line).get("level", "other"))
+            except (json.JSONDecodeError, AttributeError):
+                level = "other"
+            levels[level] = levels.get(level, 0) + 1
+    return levels
 
 
 def _latency(result: dict[str, Any]) -> str:
@@ -424,13 +506,15 @@ def _kib(value: Any) -> str:
     return f"{int(value) / 1024:.1f} MiB"
 
 
-def meta_set(path: Path, key: str, value: str) -> None:
-    data = _read_json(path)
-    try:
-        data[key] = json.loads(value)
-    except json.JSONDecodeError:
-        data[key] = value
-    path.write_text(json.dumps(data, indent=2))
+def brief(path: Path) -> None:
+    """One line about a wrk run, for the progress output."""
+    result = _wrk_result(path.parent, path.name.removesuffix(".wrk.txt"))
+    if result is None:
+        sys.exit(f"benchtool: no BENCH_RESULT line in {path}")
+    print(
+        f"{_ok_rps(result) or 0:.1f} req/s (2xx), p50 {result['p50_ms']:.2f} ms, "
+        f"p99 {result['p99_ms']:.2f} ms, errors {_fmt_errors(result)}"
+    )
 
 
 # --- command line ----------------------------------------------------------------------
@@ -462,10 +546,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("url")
     p = sub.add_parser("rss")
     p.add_argument("pid", type=int)
-    p = sub.add_parser("meta-set")
+    p = sub.add_parser("brief")
     p.add_argument("path", type=Path)
-    p.add_argument("key")
-    p.add_argument("value")
     p = sub.add_parser("report")
     p.add_argument("run_dir", type=Path)
     p.add_argument("results_dir", type=Path)
@@ -492,8 +574,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             get(args.url, token)
         case "rss":
             rss_kib(args.pid)
-        case "meta-set":
-            meta_set(args.path, args.key, args.value)
+        case "brief":
+            brief(args.path)
         case "report":
             report(args.run_dir, args.results_dir)
 
