@@ -1,11 +1,22 @@
 import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from aixiate_api import migrations
-from aixiate_core.testing import postgres_server_url
+from aixiate_core.settings import Settings
+from aixiate_core.testing import RUN_ID, RUN_SECRET, postgres_server_url, redis_server_url
+from pydantic import SecretStr
+from redis import Redis as SyncRedis
 from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -39,3 +50,164 @@ def empty_database_url(tmp_path: Path) -> Iterator[str]:
         yield make_url(server).set(database=name).render_as_string(hide_password=False)
     finally:
         asyncio.run(_autocommit(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+# --- the real service in processes of their own --------------------------------------------
+
+#: Cheap argon2 and no email delivery: the processes under test serve HTTP, nothing else.
+SERVICE_ENV = {
+    "AIXIATE_ENV": "test",
+    "AIXIATE_ARGON2_TIME_COST": "1",
+    "AIXIATE_ARGON2_MEMORY_KIB": "1024",
+    "AIXIATE_REQUIRE_EMAIL_VERIFICATION": "false",
+    "AIXIATE_OUTBOX_DISPATCHER_ENABLED": "false",
+}
+STARTUP_SECONDS = 60.0
+SHUTDOWN_SECONDS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceProcess:
+    name: str
+    url: str
+    log: Path
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+type RunCommand = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def service_environment(settings: Settings) -> dict[str, str]:
+    """The settings' database, Redis (when configured) and secret key, so the processes
+    and the test share one state; nothing from the caller's own AIXIATE_* variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIXIATE_")}
+    env.update(SERVICE_ENV)
+    env["AIXIATE_DATABASE_URL"] = settings.database_url
+    env["AIXIATE_SECRET_KEY"] = settings.secret()
+    if settings.redis_url:
+        env["AIXIATE_REDIS_URL"] = settings.redis_url
+        env["AIXIATE_REDIS_KEY_PREFIX"] = settings.redis_key_prefix
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _ready(url: str, process: subprocess.Popen[bytes], deadline: float) -> bool:
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)  # polling another process: there is nothing to await
+    return False
+
+
+@contextmanager
+def running_services(
+    settings: Settings, names: tuple[str, ...], workdir: Path
+) -> Iterator[dict[str, ServiceProcess]]:
+    """``python -m aixiate_api serve`` once per name, started side by side, until the block
+    ends; every process is terminated (killed if it hangs) whatever happens."""
+    env = service_environment(settings)
+    processes: list[subprocess.Popen[bytes]] = []
+    services: dict[str, ServiceProcess] = {}
+    try:
+        for name in names:
+            port = _free_port()
+            log = workdir / f"{name}.log"
+            with log.open("wb") as out:
+                processes.append(
+                    subprocess.Popen(  # noqa: S603 - our own command line
+                        [sys.executable, "-m", "aixiate_api", "serve", "--port", str(port)],
+                        cwd=workdir,  # no stray .env from the checkout
+                        env=env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+            services[name] = ServiceProcess(name, f"http://127.0.0.1:{port}", log)
+        deadline = time.monotonic() + STARTUP_SECONDS
+        for process, service in zip(processes, services.values(), strict=True):
+            assert _ready(service.url, process, deadline), (
+                f"{service.name} did not become ready:\n{service.log_tail()}"
+            )
+        yield services
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=SHUTDOWN_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=SHUTDOWN_SECONDS)
+
+
+@pytest.fixture(scope="module")
+def service_settings(database_schema: str) -> Iterator[Settings]:
+    """Settings the service processes of one test module share: the run's migrated
+    database and secret key, and a Redis prefix of the module's own."""
+    settings = Settings(
+        env="test",
+        database_url=database_schema,
+        redis_url=redis_server_url(),
+        redis_key_prefix=f"aixiate-test:{RUN_ID}:{uuid.uuid4().hex[:8]}:",
+        secret_key=SecretStr(RUN_SECRET),
+        _env_file=None,
+    )
+    yield settings
+    if settings.redis_url:
+        client = SyncRedis.from_url(settings.redis_url)
+        try:
+            keys = list(client.scan_iter(match=settings.redis_key_prefix + "*", count=500))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
+
+
+@pytest.fixture(scope="module")
+def service_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("service")
+
+
+@pytest.fixture
+def aixiate_command(service_settings: Settings, tmp_path: Path) -> RunCommand:
+    """``aixiate_command(*args, input=None)``: the ``aixiate`` command line, run as an
+    operator would, against the same database and secret key as the service processes."""
+
+    def run(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(  # noqa: S603 - our own command line
+            [sys.executable, "-m", "aixiate_api", *args],
+            input=input,
+            cwd=tmp_path,
+            env=service_environment(service_settings),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def service_url(service_settings: Settings, service_workdir: Path) -> Iterator[str]:
+    """The base URL of one service process, shared by the tests of a module."""
+    with running_services(service_settings, ("aixiate",), service_workdir) as services:
+        yield services["aixiate"].url
+
+
+@pytest.fixture(scope="module")
+def two_service_urls(service_settings: Settings, service_workdir: Path) -> Iterator[list[str]]:
+    """Two service processes on one database and Redis, shared by the tests of a module."""
+    with running_services(service_settings, ("a", "b"), service_workdir) as services:
+        yield [service.url for service in services.values()]

@@ -6,7 +6,7 @@ from uuid import UUID
 import pytest
 from aixiate_api.wiring import purge_jobs
 from aixiate_auth.models import AuthSession, RefreshToken
-from aixiate_core.db import create_sessionmaker, utc_now
+from aixiate_core.db import TableBase, create_sessionmaker, utc_now
 from aixiate_core.outbox import OutboxEmail
 from aixiate_core.settings import Settings
 from aixiate_users.models import ActionToken, User
@@ -22,7 +22,9 @@ def db(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return create_sessionmaker(engine)
 
 
-async def _ids(db: async_sessionmaker[AsyncSession], model: type, ids: list[UUID]) -> set[UUID]:
+async def _ids(
+    db: async_sessionmaker[AsyncSession], model: type[TableBase], ids: list[UUID]
+) -> set[UUID]:
     async with db() as session:
         rows = (await session.exec(select(model.id).where(col(model.id).in_(ids)))).all()
     return set(rows)

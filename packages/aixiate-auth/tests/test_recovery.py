@@ -1,0 +1,416 @@
+"""Password recovery (forgot, reset) and change, over HTTP, with links read from the
+app's own outbox."""
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+import httpx
+import pytest
+from aixiate_audit.models import AuditEvent
+from aixiate_auth.runtime import AuthRuntime
+from aixiate_core.crypto import token_digest
+from aixiate_core.db import utc_now
+from aixiate_core.errors import PROBLEM_CONTENT_TYPE
+from aixiate_core.outbox import OutboxEmail
+from aixiate_users.models import ActionToken, User
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+PASSWORD = "vivid-otter-harbour-42"
+NEW_PASSWORD = "quiet-lantern-meadow-77"
+LOGIN = "/api/v1/auth/login"
+REFRESH = "/api/v1/auth/refresh"
+FORGOT = "/api/v1/auth/password/forgot"
+RESET = "/api/v1/auth/password/reset"
+CHANGE = "/api/v1/auth/password/change"
+ME = "/api/v1/users/me"
+
+type UserFactory = Callable[..., Awaitable[User]]
+type Login = Callable[..., Awaitable[dict[str, Any]]]
+type Sessions = async_sessionmaker[AsyncSession]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM_CONTENT_TYPE
+    body: dict[str, Any] = response.json()
+    assert body["code"] == code
+    return body
+
+
+async def login_status(api: httpx.AsyncClient, email: str, password: str) -> int:
+    response = await api.post(LOGIN, json={"email": email, "password": password})
+    return response.status_code
+
+
+async def outbox_to(
+    db: Sessions, runtime: AuthRuntime, address: str, template: str
+) -> list[dict[str, str]]:
+    """The queued messages of ``template`` to ``address``, opened with the app's Outbox."""
+    async with db() as session:
+        rows = (
+            await session.exec(
+                select(OutboxEmail)
+                .where(OutboxEmail.template == template)
+                .order_by(col(OutboxEmail.created_at))
+            )
+        ).all()
+    outbox = runtime.state["outbox"]
+    messages = [outbox.open(row) for row in rows if row.payload is not None]
+    return [
+        {"text": message.text, "html": message.html, "subject": message.subject}
+        for message in messages
+        if message.to == address
+    ]
+
+
+async def reset_link_token(db: Sessions, runtime: AuthRuntime, address: str) -> str:
+    messages = await outbox_to(db, runtime, address, "password_reset")
+    assert messages, f"no password_reset email to {address}"
+    text = messages[-1]["text"]
+    marker = "/reset-password?token="
+    assert marker in text
+    return text.split(marker, 1)[1].split()[0]
+
+
+async def events(db: Sessions, event_type: str, target_id: UUID) -> list[AuditEvent]:
+    async with db() as session:
+        statement = (
+            select(AuditEvent)
+            .where(AuditEvent.event_type == event_type)
+            .where(AuditEvent.target_id == str(target_id))
+        )
+        return list((await session.exec(statement)).all())
+
+
+async def expire_token(db: Sessions, token: str) -> None:
+    async with db() as session, session.begin():
+        await session.exec(
+            update(ActionToken)
+            .where(col(ActionToken.token_hash) == token_digest(token))
+            .values(expires_at=utc_now() - timedelta(seconds=1))
+        )
+
+
+class TestForgot:
+    async def test_sends_a_reset_link(
+        self,
+        api: httpx.AsyncClient,
+        make_user: UserFactory,
+        runtime: AuthRuntime,
+        db: Sessions,
+        app_settings: Any,
+    ) -> None:
+        user = await make_user(full_name="Ada Lovelace")
+
+        response = await api.post(FORGOT, json={"email": user.email})
+
+        assert response.status_code == 202, response.text
+        (message,) = await outbox_to(db, runtime, user.email, "password_reset")
+        token = await reset_link_token(db, runtime, user.email)
+        assert f"{app_settings.public_url}/reset-password?token={token}" in message["text"]
+        assert token in message["html"]
+        assert "Ada Lovelace" in message["text"]
+        assert token not in response.text
+        assert len(await events(db, "auth.password.forgot", user.id)) == 1
+
+    async def test_same_answer_for_unknown_inactive_and_known_addresses(
+        self,
+        api: httpx.AsyncClient,
+        make_user: UserFactory,
+        new_email: Callable[..., str],
+        runtime: AuthRuntime,
+        db: Sessions,
+    ) -> None:
+        known = await make_user()
+        inactive = await make_user(is_active=False)
+        unknown = new_email("nobody")
+
+        answers = [
+            await api.post(FORGOT, json={"email": address})
+            for address in (known.email, unknown, inactive.email)
+        ]
+
+        assert {response.status_code for response in answers} == {202}
+        assert len({response.text for response in answers}) == 1
+        assert len({response.headers["content-type"] for response in answers}) == 1
+        assert await outbox_to(db, runtime, unknown, "password_reset") == []
+        assert await outbox_to(db, runtime, inactive.email, "password_reset") == []
+
+    async def test_a_new_link_retires_the_previous_one(
+        self, api: httpx.AsyncClient, make_user: UserFactory, runtime: AuthRuntime, db: Sessions
+    ) -> None:
+        user = await make_user()
+        await api.post(FORGOT, json={"email": user.email})
+        first = await reset_link_token(db, runtime, user.email)
+        await api.post(FORGOT, json={"email": user.email})
+        second = await reset_link_token(db, runtime, user.email)
+
+        stale = await api.post(RESET, json={"token": first, "new_password": NEW_PASSWORD})
+        fresh = await api.post(RESET, json={"token": second, "new_password": NEW_PASSWORD})
+
+        problem(stale, 400, "invalid_or_expired_token")
+        assert fresh.status_code == 204, fresh.text
+
+    @pytest.mark.parametrize("body", [{}, {"email": "not-an-address"}, {"email": 1}])
+    async def test_invalid_bodies(self, api: httpx.AsyncClient, body: dict[str, Any]) -> None:
+        problem(await api.post(FORGOT, json=body), 422, "validation_error")
+
+
+class TestReset:
+    async def forgot(
+        self, api: httpx.AsyncClient, db: Sessions, runtime: AuthRuntime, email: str
+    ) -> str:
+        response = await api.post(FORGOT, json={"email": email})
+        assert response.status_code == 202
+        return await reset_link_token(db, runtime, email)
+
+    async def test_sets_the_password_and_ends_every_session(
+        self,
+        api: httpx.AsyncClient,
+        make_user: UserFactory,
+        login: Login,
+        runtime: AuthRuntime,
+        db: Sessions,
+    ) -> None:
+        user = await make_user()
+        pairs = [await login(user.email) for _ in range(2)]
+        token = await self.forgot(api, db, runtime, user.email)
+
+        response = await api.post(RESET, json={"token": token, "new_password": NEW_PASSWORD})
+
+        assert response.status_code == 204, response.text
+        assert await login_status(api, user.email, PASSWORD) == 401
+        assert await login_status(api, user.email, NEW_PASSWORD) == 200
+        for pair in pairs:
+            problem(await api.get(ME, headers=bearer(pair["access_token"])), 401, "invalid_token")
+            refreshed = await api.post(REFRESH, json={"refresh_token": pair["refresh_token"]})
+            problem(refreshed, 401, "invalid_token")
+        assert len(await outbox_to(db, runtime, user.email, "password_changed")) == 1
+        (event,) = await events(db, "auth.password.reset", user.id)
+        assert event.data["sessions_revoked"] == 2
+
+    async def test_token_works_once(
+        self, api: httpx.AsyncClient, make_user: UserFactory, runtime: AuthRuntime, db: Sessions
+    ) -> None:
+        user = await make_user()
+        token = await self.forgot(api, db, runtime, user.email)
+        first = await api.post(RESET, json={"token": token, "new_password": NEW_PASSWORD})
+
+        second = await api.post(RESET, json={"token": token, "new_password": PASSWORD + "-x"})
+
+        assert first.status_code == 204
+        problem(second, 400, "invalid_or_expired_token")
+        assert await login_status(api, user.email, NEW_PASSWORD) == 200
+
+    async def test_concurrent_uses_of_one_token_let_one_through(
+        self, api: httpx.AsyncClient, make_user: UserFactory, runtime: AuthRuntime, db: Sessions
+    ) -> None:
+        user = await make_user()
+        token = await self.forgot(api, db, runtime, user.email)
+
+        responses = await asyncio.gather(
+            *(
+                api.post(RESET, json={"token": token, "new_password": f"{NEW_PASSWORD}-{i}"})
+                for i in range(5)
+            )
+        )
+
+        assert sorted(r.status_code for r in responses) == [204, 400, 400, 400, 400]
+
+    async def test_expired_token(
+        self, api: httpx.AsyncClient, make_user: UserFactory, runtime: AuthRuntime, db: Sessions
+    ) -> None:
+        user = await make_user()
+        token = await self.forgot(api, db, runtime, user.email)
+        await expire_token(db, token)
+
+        response = await api.post(RESET, json={"token": token, "new_password": NEW_PASSWORD})
+
+        problem(response, 400, "invalid_or_expired_token")
+        assert await login_status(api, user.email, PASSWORD) == 200
+
+    async def test_unknown_token(self, api: httpx.AsyncClient) -> None:
+        response = await api.post(RESET, json={"token": "x" * 43, "new_password": NEW_PASSWORD})
+
+        problem(response, 400, "invalid_or_expired_token")
+
+    async def test_weak_password_keeps_the_token_usable(
+        self,
+        api: httpx.AsyncClient,
+        make_user: UserFactory,
+        login: Login,
+        runtime: AuthRuntime,
+        db: Sessions,
+    ) -> None:
+        user = await make_user()
+        pair = await login(user.email)
+        token = await self.forgot(api, db, runtime, user.email)
+
+        weak = await api.post(RESET, json={"token": token, "new_password": "short"})
+
+        body = problem(weak, 422, "weak_password")
+        assert body.get("reason") == "too_short"
+        assert await login_status(api, user.email, PASSWORD) == 200
+        assert (await api.get(ME, headers=bearer(pair["access_token"]))).status_code == 200
+        retry = await api.post(RESET, json={"token": token, "new_password": NEW_PASSWORD})
+        assert retry.status_code == 204, retry.text
+
+    async def test_password_containing_the_email_is_weak(
+        self, api: httpx.AsyncClient, make_user: UserFactory, runtime: AuthRuntime, db: Sessions
+    ) -> None:
+        user = await make_user()
+        token = await self.forgot(api, db, runtime, user.email)
+
+        response = await api.post(
+            RESET, json={"token": token, "new_password": f"my {user.email} password"}
+        )
+
+        problem(response, 422, "weak_password")
+
+    async def test_reset_proves_the_address(
+        self, api: httpx.AsyncClient, make_user: UserFactory, runtime: AuthRuntime, db: Sessions
+    ) -> None:
+        user = await make_user(is_verified=False)
+        token = await self.forgot(api, db, runtime, user.email)
+
+        await api.post(RESET, json={"token": token, "new_password": NEW_PASSWORD})
+
+        assert await login_status(api, user.email, NEW_PASSWORD) == 200
+
+    async def test_deactivated_meanwhile(
+        self, api: httpx.AsyncClient, make_user: UserFactory, runtime: AuthRuntime, db: Sessions
+    ) -> None:
+        user = await make_user()
+        token = await self.forgot(api, db, runtime, user.email)
+        async with db() as session, session.begin():
+            await session.exec(update(User).where(col(User.id) == user.id).values(is_active=False))
+
+        response = await api.post(RESET, json={"token": token, "new_password": NEW_PASSWORD})
+
+        problem(response, 400, "invalid_or_expired_token")
+
+    async def test_verification_token_is_not_a_reset_token(
+        self, api: httpx.AsyncClient, new_email: Callable[..., str], mailbox: Any
+    ) -> None:
+        email = new_email()
+        await api.post("/api/v1/auth/register", json={"email": email, "password": PASSWORD})
+        verification = (await mailbox.last(email, "verify_email")).token
+
+        response = await api.post(RESET, json={"token": verification, "new_password": NEW_PASSWORD})
+
+        problem(response, 400, "invalid_or_expired_token")
+
+
+class TestChange:
+    async def test_changes_the_password_and_ends_the_other_sessions(
+        self,
+        api: httpx.AsyncClient,
+        make_user: UserFactory,
+        login: Login,
+        runtime: AuthRuntime,
+        db: Sessions,
+    ) -> None:
+        user = await make_user()
+        current = await login(user.email)
+        others = [await login(user.email) for _ in range(2)]
+
+        response = await api.post(
+            CHANGE,
+            json={"current_password": PASSWORD, "new_password": NEW_PASSWORD},
+            headers=bearer(current["access_token"]),
+        )
+
+        assert response.status_code == 204, response.text
+        assert (await api.get(ME, headers=bearer(current["access_token"]))).status_code == 200
+        refreshed = await api.post(REFRESH, json={"refresh_token": current["refresh_token"]})
+        assert refreshed.status_code == 200
+        for pair in others:
+            problem(await api.get(ME, headers=bearer(pair["access_token"])), 401, "invalid_token")
+        assert await login_status(api, user.email, PASSWORD) == 401
+        assert await login_status(api, user.email, NEW_PASSWORD) == 200
+        (notice,) = await outbox_to(db, runtime, user.email, "password_changed")
+        assert NEW_PASSWORD not in notice["text"]
+        (event,) = await events(db, "auth.password.changed", user.id)
+        assert event.data["sessions_revoked"] == 2
+
+    async def test_wrong_current_password(
+        self,
+        api: httpx.AsyncClient,
+        make_user: UserFactory,
+        login: Login,
+        runtime: AuthRuntime,
+        db: Sessions,
+    ) -> None:
+        user = await make_user()
+        current = await login(user.email)
+        other = await login(user.email)
+
+        response = await api.post(
+            CHANGE,
+            json={"current_password": "not-my-password", "new_password": NEW_PASSWORD},
+            headers=bearer(current["access_token"]),
+        )
+
+        problem(response, 403, "invalid_password")
+        assert await login_status(api, user.email, PASSWORD) == 200
+        assert (await api.get(ME, headers=bearer(current["access_token"]))).status_code == 200
+        assert (await api.get(ME, headers=bearer(other["access_token"]))).status_code == 200
+        assert await outbox_to(db, runtime, user.email, "password_changed") == []
+        (event,) = await events(db, "auth.password.change_failed", user.id)
+        assert event.success is False
+
+    async def test_weak_new_password_changes_nothing(
+        self, api: httpx.AsyncClient, make_user: UserFactory, login: Login
+    ) -> None:
+        user = await make_user()
+        current = await login(user.email)
+        other = await login(user.email)
+
+        response = await api.post(
+            CHANGE,
+            json={"current_password": PASSWORD, "new_password": "password1234"},
+            headers=bearer(current["access_token"]),
+        )
+
+        problem(response, 422, "weak_password")
+        assert await login_status(api, user.email, PASSWORD) == 200
+        assert (await api.get(ME, headers=bearer(other["access_token"]))).status_code == 200
+
+    async def test_needs_a_token(self, api: httpx.AsyncClient) -> None:
+        response = await api.post(
+            CHANGE, json={"current_password": PASSWORD, "new_password": NEW_PASSWORD}
+        )
+
+        problem(response, 401, "not_authenticated")
+
+    async def test_concurrent_changes_from_several_users(
+        self, api: httpx.AsyncClient, make_user: UserFactory, login: Login
+    ) -> None:
+        # Verification is slow; other writes land meanwhile (SQLite allows one writer).
+        users = [await make_user() for _ in range(5)]
+        pairs = [await login(user.email) for user in users]
+
+        responses = await asyncio.gather(
+            *(
+                api.post(
+                    CHANGE,
+                    json={"current_password": PASSWORD, "new_password": NEW_PASSWORD},
+                    headers=bearer(pair["access_token"]),
+                )
+                for pair in pairs
+            ),
+            *(api.post(LOGIN, json={"email": u.email, "password": PASSWORD}) for u in users),
+        )
+
+        assert [r.status_code for r in responses[:5]] == [204] * 5, [r.text for r in responses]
+        assert all(r.status_code in (200, 401) for r in responses[5:])

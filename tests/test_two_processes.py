@@ -1,0 +1,126 @@
+"""Two processes of the real service on one PostgreSQL and one Redis behave as one:
+a session ended on either is refused by the other on the very next request."""
+
+from collections.abc import AsyncIterator
+from typing import Any
+from uuid import uuid4
+
+import httpx
+import pytest
+from aixiate_core.testing import postgres_server_url, redis_server_url
+
+pytestmark = pytest.mark.skipif(
+    postgres_server_url() is None or redis_server_url() is None,
+    reason=(
+        "needs AIXIATE_TEST_DATABASE_URL and AIXIATE_TEST_REDIS_URL: with SQLite and the "
+        "in-process store the service is single-process by design"
+    ),
+)
+
+PASSWORD = "vivid-otter-harbour-42"
+API = "/api/v1"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+async def clients(two_service_urls: list[str]) -> AsyncIterator[list[httpx.AsyncClient]]:
+    first, second = two_service_urls
+    async with (
+        httpx.AsyncClient(base_url=first, timeout=10) as a,
+        httpx.AsyncClient(base_url=second, timeout=10) as b,
+    ):
+        yield [a, b]
+
+
+async def signed_up(client: httpx.AsyncClient) -> tuple[str, dict[str, Any]]:
+    """A new account (verification is off for these processes) and its first login."""
+    email = f"two-{uuid4().hex[:12]}@example.com"
+    registered = await client.post(
+        f"{API}/auth/register", json={"email": email, "password": PASSWORD}
+    )
+    assert registered.status_code == 202, registered.text
+    login = await client.post(f"{API}/auth/login", json={"email": email, "password": PASSWORD})
+    assert login.status_code == 200, login.text
+    pair: dict[str, Any] = login.json()
+    return email, pair
+
+
+class TestTwoProcesses:
+    async def test_logout_on_one_is_refused_by_the_other_at_once(
+        self, clients: list[httpx.AsyncClient]
+    ) -> None:
+        a, b = clients
+        email, pair = await signed_up(a)
+        token = pair["access_token"]
+        me = await b.get(f"{API}/users/me", headers=bearer(token))
+        assert me.status_code == 200, me.text
+        assert me.json()["email"] == email
+
+        logout = await a.post(f"{API}/auth/logout", headers=bearer(token))
+
+        assert logout.status_code == 204
+        after = await b.get(f"{API}/users/me", headers=bearer(token))
+        assert after.status_code == 401, after.text
+        assert after.json()["code"] == "invalid_token"
+        refreshed = await b.post(
+            f"{API}/auth/refresh", json={"refresh_token": pair["refresh_token"]}
+        )
+        assert refreshed.status_code == 401
+
+    async def test_reuse_detected_on_one_ends_the_session_on_the_other(
+        self, clients: list[httpx.AsyncClient]
+    ) -> None:
+        a, b = clients
+        _, first = await signed_up(a)
+        rotated = await b.post(
+            f"{API}/auth/refresh", json={"refresh_token": first["refresh_token"]}
+        )
+        assert rotated.status_code == 200, rotated.text
+        second = rotated.json()
+        me = await a.get(f"{API}/users/me", headers=bearer(second["access_token"]))
+        assert me.status_code == 200
+
+        reused = await a.post(f"{API}/auth/refresh", json={"refresh_token": first["refresh_token"]})
+
+        assert reused.status_code == 401
+        assert reused.json()["code"] == "token_reused"
+        after = await b.get(f"{API}/users/me", headers=bearer(second["access_token"]))
+        assert after.status_code == 401
+
+    async def test_password_change_on_one_ends_other_sessions_on_the_other(
+        self, clients: list[httpx.AsyncClient]
+    ) -> None:
+        a, b = clients
+        email, on_a = await signed_up(a)
+        on_b = (
+            await b.post(f"{API}/auth/login", json={"email": email, "password": PASSWORD})
+        ).json()
+
+        changed = await a.post(
+            f"{API}/auth/password/change",
+            json={"current_password": PASSWORD, "new_password": "quiet-lantern-meadow-77"},
+            headers=bearer(on_a["access_token"]),
+        )
+
+        assert changed.status_code == 204, changed.text
+        other = await b.get(f"{API}/users/me", headers=bearer(on_b["access_token"]))
+        assert other.status_code == 401
+        current = await b.get(f"{API}/users/me", headers=bearer(on_a["access_token"]))
+        assert current.status_code == 200
+
+    async def test_tokens_of_either_verify_on_both(self, clients: list[httpx.AsyncClient]) -> None:
+        a, b = clients
+        _, on_a = await signed_up(a)
+        _, on_b = await signed_up(b)
+
+        jwks_a = (await a.get("/.well-known/jwks.json")).json()
+        jwks_b = (await b.get("/.well-known/jwks.json")).json()
+
+        assert jwks_a == jwks_b
+        for client in (a, b):
+            for pair in (on_a, on_b):
+                response = await client.get(f"{API}/users/me", headers=bearer(pair["access_token"]))
+                assert response.status_code == 200
