@@ -5,7 +5,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,11 +112,15 @@ def _ready(url: str, process: subprocess.Popen[bytes], deadline: float) -> bool:
 
 @contextmanager
 def running_services(
-    settings: Settings, names: tuple[str, ...], workdir: Path
+    settings: Settings,
+    names: tuple[str, ...],
+    workdir: Path,
+    extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[dict[str, ServiceProcess]]:
     """``python -m aixiate_api serve`` once per name, started side by side, until the block
-    ends; every process is terminated (killed if it hangs) whatever happens."""
-    env = service_environment(settings)
+    ends; every process is terminated (killed if it hangs) whatever happens. ``extra_env``
+    adds or overrides variables (``AIXIATE_*`` settings of the processes)."""
+    env = service_environment(settings) | dict(extra_env or {})
     processes: list[subprocess.Popen[bytes]] = []
     services: dict[str, ServiceProcess] = {}
     try:
@@ -200,14 +204,28 @@ def aixiate_command(service_settings: Settings, tmp_path: Path) -> RunCommand:
 
 
 @pytest.fixture(scope="module")
-def service_url(service_settings: Settings, service_workdir: Path) -> Iterator[str]:
+def service_extra_env() -> dict[str, str]:
+    """Settings of the service processes beyond the shared ones; a test module overrides
+    this fixture to run its processes with settings of its own."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def service_url(
+    service_settings: Settings, service_workdir: Path, service_extra_env: dict[str, str]
+) -> Iterator[str]:
     """The base URL of one service process, shared by the tests of a module."""
-    with running_services(service_settings, ("aixiate",), service_workdir) as services:
+    names = ("aixiate",)
+    with running_services(service_settings, names, service_workdir, service_extra_env) as services:
         yield services["aixiate"].url
 
 
 @pytest.fixture(scope="module")
-def two_service_urls(service_settings: Settings, service_workdir: Path) -> Iterator[list[str]]:
+def two_service_urls(
+    service_settings: Settings, service_workdir: Path, service_extra_env: dict[str, str]
+) -> Iterator[list[str]]:
     """Two service processes on one database and Redis, shared by the tests of a module."""
-    with running_services(service_settings, ("a", "b"), service_workdir) as services:
+    with running_services(
+        service_settings, ("a", "b"), service_workdir, service_extra_env
+    ) as services:
         yield [service.url for service in services.values()]

@@ -13,6 +13,7 @@ from uuid import UUID
 import structlog
 from aixiate_core.context import current_request
 from aixiate_core.events import EmailDeliveryFailed
+from aixiate_core.ratelimit import RateLimitExceeded
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -124,4 +125,16 @@ async def on_email_delivery_failed(session: AsyncSession, event: EmailDeliveryFa
         success=False,
         reason=event.reason,
         data={"template": event.template, "attempts": event.attempts},
+    )
+
+
+async def on_rate_limited(session: AsyncSession, event: RateLimitExceeded) -> None:
+    """Subscribed to core's domain events: a client ran out of a rate limit. Core
+    publishes at most one per limit, key and window, so a flood stays one row."""
+    await record(
+        session,
+        "security.rate_limited",
+        success=False,
+        reason=f"{event.name}.{event.scope}",
+        data={"limit": event.name, "scope": event.scope, "policy": event.policy, "key": event.key},
     )

@@ -16,7 +16,7 @@ from aixiate_users.models import User
 from aixiate_users.repository import UserRepository
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from aixiate_auth import sessions
+from aixiate_auth import lockout, sessions
 from aixiate_auth.errors import (
     AccountInactive,
     EmailNotVerified,
@@ -59,10 +59,20 @@ async def login(
     session: AsyncSession, runtime: AuthRuntime, *, email: str, password: str
 ) -> TokenPair:
     user = await UserRepository(session).get_by_email(email)
+    # End the read-only transaction before the slow verification: on SQLite a
+    # transaction that read before another writer committed can no longer write
+    # ("database is locked" at once), so the writes below must start a fresh one.
+    # Nothing is written yet, so this commits nothing.
+    await session.commit()
+    # Locks hold for unknown addresses too, and are checked before any hashing.
+    if (locked_for := await runtime.lockout.locked_for(email)) is not None:
+        await _failed(runtime, "locked", user)
+        raise lockout.AccountLocked(locked_for)
     # Unknown users are verified against a dummy hash: same work, same timing.
     check = await runtime.passwords.verify(password, user.password_hash if user else None)
     if user is None or not check.valid:
         await _failed(runtime, "unknown_user" if user is None else "bad_password", user)
+        await lockout.record_failure(runtime, email, user)  # raises once this one locks
         raise InvalidCredentials()
     if not user.is_active:
         await _failed(runtime, "inactive", user)
@@ -73,6 +83,7 @@ async def login(
     if check.new_hash is not None:
         user.password_hash = check.new_hash
         session.add(user)
+    await runtime.lockout.succeeded(email)
     request = current_request()
     issued = await sessions.start(
         session,

@@ -59,6 +59,8 @@ async def reset(
     await _set_password(session, runtime, user, new_password)
     # Only the mailbox owner could read the link, so the address is proven too.
     user.is_verified = True
+    # ... and the guesses a lockout stopped were against the old password.
+    await runtime.lockout.unlock(user.email)
     revoked = await sessions.revoke_all(session, runtime.liveness, user.id, "password_reset")
     await outbox.enqueue(
         session, to=user.email, template="password_changed", context={"name": user.full_name}
@@ -85,6 +87,9 @@ async def change(
     user = await session.get(User, principal.user_id)
     if user is None:
         raise InvalidCurrentPassword()
+    # As in login: end the read before the slow verification, so the writes below do
+    # not fail on SQLite because another writer committed meanwhile.
+    await session.commit()
     check = await runtime.passwords.verify(current_password, user.password_hash)
     if not check.valid:
         await audit_service.record_now(

@@ -4,8 +4,10 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from aixiate_core.db import SessionDep
+from aixiate_core.errors import RateLimited
 from aixiate_core.events import EventsDep
 from aixiate_core.outbox import OutboxDep
+from aixiate_core.ratelimit import Throttle, rate_limit
 from aixiate_core.security import CurrentPrincipal, PasswordServiceDep, WeakPassword
 from aixiate_users import service as users_service
 from aixiate_users.errors import EmailTaken, InvalidActionToken, problem_responses
@@ -26,6 +28,7 @@ from aixiate_auth.errors import (
     SessionNotFound,
     TokenReused,
 )
+from aixiate_auth.lockout import AccountLocked
 from aixiate_auth.runtime import RuntimeDep
 from aixiate_auth.schemas import (
     Accepted,
@@ -46,6 +49,14 @@ from aixiate_auth.settings import AuthSettingsDep
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
+# Rate limits (aixiate_core.ratelimit): the per-IP check runs as the dependency, the
+# per-account one in the route, once the body names the account. /login and /token
+# share one budget.
+LoginLimit = Annotated[Throttle, Depends(rate_limit("login"))]
+RegisterLimit = Annotated[Throttle, Depends(rate_limit("register"))]
+ResendLimit = Annotated[Throttle, Depends(rate_limit("verify_email_resend"))]
+ForgotLimit = Annotated[Throttle, Depends(rate_limit("password_forgot"))]
+
 REGISTRATION_ACCEPTED = Accepted(
     detail="Thanks. We have sent an email to that address with the next step."
 )
@@ -61,7 +72,7 @@ RESEND_ACCEPTED = Accepted(
     "/register",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=Accepted,
-    responses=problem_responses(WeakPassword, auth=False),
+    responses=problem_responses(WeakPassword, RateLimited, auth=False),
 )
 async def register(
     body: Registration,
@@ -69,6 +80,7 @@ async def register(
     passwords: PasswordServiceDep,
     outbox: OutboxDep,
     settings: AuthSettingsDep,
+    limit: RegisterLimit,
 ) -> Accepted:
     """Creates an account and emails a link to verify the address.
 
@@ -77,6 +89,7 @@ async def register(
     `weak_password` with a `reason`: `too_short`, `too_long`, `common` or
     `contains_email`.
     """
+    await limit.account(body.email)
     await registration_service.register(
         session, body, passwords=passwords, outbox=outbox, settings=settings
     )
@@ -101,15 +114,17 @@ async def verify_email(body: EmailVerification, session: SessionDep) -> User:
     "/verify-email/resend",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=Accepted,
-    responses=problem_responses(auth=False),
+    responses=problem_responses(RateLimited, auth=False),
 )
 async def resend_verification(
     body: VerificationResend,
     session: SessionDep,
     outbox: OutboxDep,
     settings: AuthSettingsDep,
+    limit: ResendLimit,
 ) -> Accepted:
     """Sends a new verification link. The answer is the same for every address."""
+    await limit.account(body.email)
     await registration_service.resend_verification(
         session, body.email, outbox=outbox, settings=settings
     )
@@ -144,17 +159,26 @@ def _token_response(response: Response, pair: TokenPair) -> TokenPair:
 @router.post(
     "/login",
     response_model=TokenPair,
-    responses=problem_responses(InvalidCredentials, EmailNotVerified, AccountInactive, auth=False),
+    responses=problem_responses(
+        InvalidCredentials,
+        EmailNotVerified,
+        AccountInactive,
+        AccountLocked,
+        RateLimited,
+        auth=False,
+    ),
 )
 async def login(
-    body: Login, session: SessionDep, runtime: RuntimeDep, response: Response
+    body: Login, session: SessionDep, runtime: RuntimeDep, response: Response, limit: LoginLimit
 ) -> TokenPair:
     """Exchanges email and password for an access token and a refresh token.
 
     Unknown email and wrong password answer the same 401 `invalid_credentials`, in the
     same time. 403 `email_not_verified` and `account_inactive` follow only a correct
-    password.
+    password. 429 `account_locked` after repeated failures for the account, and
+    `rate_limited` when a limit is used up, carry `Retry-After`.
     """
+    await limit.account(body.email)
     pair = await login_service.login(session, runtime, email=body.email, password=body.password)
     return _token_response(response, pair)
 
@@ -162,16 +186,25 @@ async def login(
 @router.post(
     "/token",
     response_model=TokenPair,
-    responses=problem_responses(InvalidCredentials, EmailNotVerified, AccountInactive, auth=False),
+    responses=problem_responses(
+        InvalidCredentials,
+        EmailNotVerified,
+        AccountInactive,
+        AccountLocked,
+        RateLimited,
+        auth=False,
+    ),
 )
 async def token(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     session: SessionDep,
     runtime: RuntimeDep,
     response: Response,
+    limit: LoginLimit,
 ) -> TokenPair:
     """The OAuth2 password grant (form fields `username` = email and `password`), for
     Swagger UI's Authorize button and OAuth2 clients. Same rules as `/login`."""
+    await limit.account(form.username)
     pair = await login_service.login(session, runtime, email=form.username, password=form.password)
     return _token_response(response, pair)
 
@@ -179,7 +212,8 @@ async def token(
 @router.post(
     "/refresh",
     response_model=TokenPair,
-    responses=problem_responses(InvalidRefreshToken, TokenReused, auth=False),
+    responses=problem_responses(InvalidRefreshToken, TokenReused, RateLimited, auth=False),
+    dependencies=[Depends(rate_limit("refresh"))],
 )
 async def refresh(
     body: RefreshRequest,
@@ -243,12 +277,17 @@ async def revoke_session(
     "/password/forgot",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=Accepted,
-    responses=problem_responses(auth=False),
+    responses=problem_responses(RateLimited, auth=False),
 )
 async def forgot_password(
-    body: PasswordForgot, session: SessionDep, runtime: RuntimeDep, outbox: OutboxDep
+    body: PasswordForgot,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    outbox: OutboxDep,
+    limit: ForgotLimit,
 ) -> Accepted:
     """Emails a password reset link. The answer is the same for every address."""
+    await limit.account(body.email)
     await recovery_service.forgot(session, runtime, outbox, email=body.email)
     return FORGOT_ACCEPTED
 
@@ -256,7 +295,8 @@ async def forgot_password(
 @router.post(
     "/password/reset",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=problem_responses(InvalidOrExpiredToken, WeakPassword, auth=False),
+    responses=problem_responses(InvalidOrExpiredToken, WeakPassword, RateLimited, auth=False),
+    dependencies=[Depends(rate_limit("password_reset"))],
 )
 async def reset_password(
     body: PasswordReset, session: SessionDep, runtime: RuntimeDep, outbox: OutboxDep

@@ -9,6 +9,7 @@ from datetime import timedelta
 from functools import lru_cache
 from typing import Annotated, Self
 
+from aixiate_core.settings import FailMode
 from fastapi import Depends
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -18,7 +19,9 @@ MIN_PASSWORD_LENGTH_FLOOR = 8
 
 
 def _default_hash_workers() -> int:
-    return os.cpu_count() or 2
+    # One core stays free for the event loop (and the database next to it): hashing must
+    # never starve request handling. One worker on a one- or two-core machine.
+    return max(1, (os.cpu_count() or 2) - 1)
 
 
 class AuthSettings(BaseSettings):
@@ -63,6 +66,17 @@ class AuthSettings(BaseSettings):
     require_email_verification: bool = True
     password_reset_ttl_seconds: int = Field(default=3600, ge=60)
 
+    # Account lockout after failed logins (aixiate_auth.lockout), in the spirit of
+    # Keycloak's brute-force detection: N failures within the window lock the account for
+    # the base time, doubling with each lock that follows within the reset period, capped.
+    lockout_enabled: bool = True
+    lockout_max_failures: int = Field(default=5, ge=1)
+    lockout_window_seconds: int = Field(default=900, ge=1)
+    lockout_base_seconds: int = Field(default=60, ge=1)
+    lockout_max_seconds: int = Field(default=900, ge=1)
+    lockout_reset_seconds: int = Field(default=43200, ge=0)
+    lockout_fail_mode: FailMode = "fail_closed"
+
     @model_validator(mode="after")
     def _check_lengths(self) -> Self:
         if self.password_min_length > self.password_max_length:
@@ -71,6 +85,8 @@ class AuthSettings(BaseSettings):
             raise ValueError(
                 "session_absolute_ttl_seconds must be at least refresh_token_ttl_seconds"
             )
+        if self.lockout_base_seconds > self.lockout_max_seconds:
+            raise ValueError("lockout_base_seconds must not exceed lockout_max_seconds")
         if self.argon2_memory_kib < 8 * self.argon2_parallelism:
             raise ValueError("argon2_memory_kib must be at least 8 x argon2_parallelism")
         return self

@@ -16,7 +16,7 @@ import socket
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
@@ -196,6 +196,19 @@ async def serve(app: ASGIApp) -> AsyncIterator[httpx.AsyncClient]:
         ) as client,
     ):
         yield client
+
+
+@asynccontextmanager
+async def serve_from(app: ASGIApp, *peers: str) -> AsyncIterator[list[httpx.AsyncClient]]:
+    """Like :func:`serve`, with one client per address in ``peers``, all talking to one
+    running app: clients behind different IPs, for tests of per-IP behaviour."""
+    async with LifespanManager(app) as manager, AsyncExitStack() as stack:
+        clients = []
+        for peer in peers:
+            transport = httpx.ASGITransport(app=manager.app, client=(peer, 40000))
+            client = httpx.AsyncClient(transport=transport, base_url="http://aixiate.test")
+            clients.append(await stack.enter_async_context(client))
+        yield clients
 
 
 @pytest.fixture
