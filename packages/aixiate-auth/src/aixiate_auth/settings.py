@@ -9,10 +9,10 @@ from datetime import timedelta
 from functools import lru_cache
 from typing import Annotated, Self
 
-from aixiate_core.settings import FailMode
+from aixiate_core.settings import SETTINGS_CONFIG, FailMode
 from fastapi import Depends
 from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
 
 #: NIST SP 800-63B: a chosen password has at least 8 characters, whatever is configured.
 MIN_PASSWORD_LENGTH_FLOOR = 8
@@ -25,13 +25,7 @@ def _default_hash_workers() -> int:
 
 
 class AuthSettings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="AIXIATE_",
-        env_file=".env",
-        env_file_encoding="utf-8",
-        extra="ignore",
-        validate_default=True,
-    )
+    model_config = SETTINGS_CONFIG
 
     password_min_length: int = Field(default=12, ge=MIN_PASSWORD_LENGTH_FLOOR)
     password_max_length: int = Field(default=128, ge=MIN_PASSWORD_LENGTH_FLOOR, le=1024)

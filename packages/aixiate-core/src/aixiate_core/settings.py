@@ -26,14 +26,19 @@ class UnsafeSettingsError(ValueError):
     """Raised when production is asked to run on a setting that is unsafe there."""
 
 
+#: Every package's settings class uses this: one prefix (API.md names the variables
+#: AIXIATE_*, whichever package reads them), one .env file.
+SETTINGS_CONFIG = SettingsConfigDict(
+    env_prefix="AIXIATE_",
+    env_file=".env",
+    env_file_encoding="utf-8",
+    extra="ignore",
+    validate_default=True,
+)
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="AIXIATE_",
-        env_file=".env",
-        env_file_encoding="utf-8",
-        extra="ignore",
-        validate_default=True,
-    )
+    model_config = SETTINGS_CONFIG
 
     env: Environment = "development"
     debug: bool = False

@@ -4,20 +4,16 @@ from datetime import timedelta
 from functools import lru_cache
 from typing import Annotated
 
+from aixiate_core.settings import SETTINGS_CONFIG
 from fastapi import Depends
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
 
 
 class UsersSettings(BaseSettings):
     # The same prefix as the core on purpose: API.md names AIXIATE_EMAIL_VERIFICATION_TTL_SECONDS
     # for verification and email-change links alike, and aixiate-auth reads it too.
-    model_config = SettingsConfigDict(
-        env_prefix="AIXIATE_",
-        env_file=".env",
-        env_file_encoding="utf-8",
-        extra="ignore",
-    )
+    model_config = SETTINGS_CONFIG
 
     #: How long an email-change confirmation link works (API.md: the verification TTL).
     email_verification_ttl_seconds: int = Field(default=86400, ge=60, le=30 * 86400)
