@@ -16,7 +16,7 @@ from uuid import uuid4
 
 import httpx
 import pytest
-from aixiate_core.db import STORE_KEY, SessionDep, commit, get_session
+from aixiate_core.db import STORE_KEY, SessionDep, commit, get_session, get_sessionmaker
 from aixiate_core.email import EmailMessage
 from aixiate_core.errors import InvalidToken, install_error_handlers
 from aixiate_core.events import (
@@ -239,8 +239,13 @@ def app(
             raise
         await commit(session)  # core's unit of work, with its commit hooks
 
+    @asynccontextmanager
+    async def test_sessionmaker() -> AsyncIterator[AsyncSession]:
+        yield session  # reads on cache misses see the test's data too
+
     app = build_app(app_settings, users_settings, passwords, tokens, events)
     app.dependency_overrides[get_session] = test_session
+    app.dependency_overrides[get_sessionmaker] = lambda: test_sessionmaker
     return app
 
 

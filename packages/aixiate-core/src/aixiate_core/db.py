@@ -177,6 +177,15 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
             raise
 
 
+async def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
+    """For read paths that usually need no database (a cache hit): a session only when
+    used, where ``SessionDep`` would build and close one on every request."""
+    sessionmaker: async_sessionmaker[AsyncSession] = request.state.sessionmaker
+    return sessionmaker
+
+
+SessionMakerDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]
+
 # scope="function" runs the commit before the response goes out, so a failed commit is
 # reported as an error instead of following a 2xx the client already received.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

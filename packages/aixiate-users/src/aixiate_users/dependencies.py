@@ -4,7 +4,7 @@ from typing import Annotated
 from uuid import UUID
 
 from aixiate_core.cache import KeyValueStore
-from aixiate_core.db import SessionDep
+from aixiate_core.db import SessionDep, SessionMakerDep
 from aixiate_core.errors import InvalidToken
 from aixiate_core.security import AdminPrincipal, CurrentPrincipal
 from fastapi import Depends, Path, Request
@@ -29,17 +29,18 @@ CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
 async def get_current_user_snapshot(
-    principal: CurrentPrincipal, request: Request, session: SessionDep
+    principal: CurrentPrincipal, request: Request, sessionmaker: SessionMakerDep
 ) -> UserRead:
     """The caller as ``UserRead``, from the snapshot cache when possible: the read path
-    of ``GET /users/me`` touches no database on a hit (an unused session costs nothing)."""
+    of ``GET /users/me`` touches no database, and builds no session, on a hit."""
     store: KeyValueStore = request.state.store
     snapshot = await user_cache.get(store, principal.user_id, request)
     if snapshot is None:
-        user = await UserRepository(session).get(principal.user_id)
-        if user is None or not user.is_active:
-            raise InvalidToken()
-        snapshot = await user_cache.put(store, user)
+        async with sessionmaker() as session:
+            user = await UserRepository(session).get(principal.user_id)
+            if user is None or not user.is_active:
+                raise InvalidToken()
+            snapshot = await user_cache.put(store, user)
     if not snapshot.is_active:
         raise InvalidToken()
     return snapshot

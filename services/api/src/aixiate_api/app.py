@@ -76,6 +76,7 @@ def create_app(
     # The ceiling per client IP covers the API and the JWKS, not health and metrics.
     api_limit = [Depends(global_rate_limit)]
     app.include_router(jwks_router, dependencies=api_limit)
-    for router in (auth_router, users_router, audit_router):
+    # users first: GET /users/me is the hot read, and routes are matched in order.
+    for router in (users_router, auth_router, audit_router):
         app.include_router(router, prefix=API_PREFIX, dependencies=api_limit)
     return app
