@@ -8,6 +8,7 @@ import logging
 import sys
 
 import structlog
+import structlog.tracebacks
 from structlog.typing import Processor
 
 from aixiate_core.scrub import scrub_log_event
@@ -35,7 +36,12 @@ def configure_logging(settings: Settings) -> None:
     ]
     renderer: Processor
     if settings.json_logs:
-        shared.append(structlog.processors.dict_tracebacks)
+        # Structured tracebacks without local variables: locals may hold passwords/tokens.
+        shared.append(
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            )
+        )
         renderer = structlog.processors.JSONRenderer()
     else:
         # Plain tracebacks: rich ones print local variables, which may hold secrets.
