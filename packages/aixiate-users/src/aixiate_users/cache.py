@@ -43,23 +43,32 @@ def hand_over(request: Request, user_id: UUID, raw: bytes | None) -> None:
     setattr(request.state, _HANDED_OVER, (user_id, raw))
 
 
+async def get_json(
+    store: KeyValueStore, user_id: UUID, request: Request | None = None
+) -> bytes | None:
+    """The snapshot as ``UserRead`` JSON, ready to send; None on a miss."""
+    handed = getattr(request.state, _HANDED_OVER, None) if request is not None else None
+    if handed is not None and handed[0] == user_id:
+        raw: bytes | None = handed[1]
+    else:
+        raw = await store.get(key(user_id))
+    return raw or None
+
+
 async def get(
     store: KeyValueStore, user_id: UUID, request: Request | None = None
 ) -> UserRead | None:
-    handed = getattr(request.state, _HANDED_OVER, None) if request is not None else None
-    if handed is not None and handed[0] == user_id:
-        raw = handed[1]
-    else:
-        raw = await store.get(key(user_id))
-    return None if not raw else UserRead.model_validate_json(raw)
+    raw = await get_json(store, user_id, request)
+    return None if raw is None else UserRead.model_validate_json(raw)
 
 
-async def put(store: KeyValueStore, user: User) -> UserRead:
-    """Caches the row just read, unless a change marked the key meanwhile."""
-    snapshot = UserRead.model_validate(user)
-    payload = snapshot.model_dump_json().encode()
+async def put(store: KeyValueStore, user: User) -> bytes:
+    """Caches the row just read, unless a change marked the key meanwhile, and returns
+    its JSON. Callers cache active users only: a snapshot therefore always means an
+    active account (deactivation is a change, which drops the snapshot)."""
+    payload = UserRead.model_validate(user).model_dump_json().encode()
     await store.set_if_absent(key(user.id), payload, ttl=SNAPSHOT_TTL)
-    return snapshot
+    return payload
 
 
 async def forget(store: KeyValueStore, user_ids: set[UUID]) -> None:

@@ -13,7 +13,6 @@ from aixiate_users import cache as user_cache
 from aixiate_users.errors import UserNotFound
 from aixiate_users.models import User
 from aixiate_users.repository import UserRepository
-from aixiate_users.schemas import UserRead
 
 
 async def get_current_user(principal: CurrentPrincipal, session: SessionDep) -> User:
@@ -28,25 +27,23 @@ async def get_current_user(principal: CurrentPrincipal, session: SessionDep) -> 
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
-async def get_current_user_snapshot(
+async def get_current_user_json(
     principal: CurrentPrincipal, request: Request, sessionmaker: SessionMakerDep
-) -> UserRead:
-    """The caller as ``UserRead``, from the snapshot cache when possible: the read path
-    of ``GET /users/me`` touches no database, and builds no session, on a hit."""
+) -> bytes:
+    """The caller as ``UserRead`` JSON, from the snapshot cache when possible: on a hit,
+    ``GET /users/me`` touches no database, builds no session and parses no model."""
     store: KeyValueStore = request.state.store
-    snapshot = await user_cache.get(store, principal.user_id, request)
+    snapshot = await user_cache.get_json(store, principal.user_id, request)
     if snapshot is None:
         async with sessionmaker() as session:
             user = await UserRepository(session).get(principal.user_id)
             if user is None or not user.is_active:
                 raise InvalidToken()
             snapshot = await user_cache.put(store, user)
-    if not snapshot.is_active:
-        raise InvalidToken()
     return snapshot
 
 
-CurrentUserSnapshot = Annotated[UserRead, Depends(get_current_user_snapshot)]
+CurrentUserJSON = Annotated[bytes, Depends(get_current_user_json)]
 
 
 async def get_target_user(

@@ -2,14 +2,21 @@
 
 from typing import Annotated
 
+from aixiate_audit import service as audit_service
+from aixiate_audit.schemas import AuditPage, PageQuery
 from aixiate_core.db import SessionDep
 from aixiate_core.events import EventsDep
 from aixiate_core.outbox import OutboxDep
-from aixiate_core.security import AdminPrincipal, PasswordServiceDep, WeakPassword
-from fastapi import APIRouter, Query, status
+from aixiate_core.security import (
+    AdminPrincipal,
+    CurrentPrincipal,
+    PasswordServiceDep,
+    WeakPassword,
+)
+from fastapi import APIRouter, Query, Response, status
 
 from aixiate_users import service as users_service
-from aixiate_users.dependencies import CurrentUser, CurrentUserSnapshot, TargetUser
+from aixiate_users.dependencies import CurrentUser, CurrentUserJSON, TargetUser
 from aixiate_users.errors import (
     CannotModifySelf,
     EmailTaken,
@@ -45,9 +52,9 @@ EMAIL_CHANGE_ACCEPTED = (
 
 
 @router.get("/me", response_model=UserRead, responses=problem_responses(validation=False))
-async def read_me(user: CurrentUserSnapshot) -> UserRead:
+async def read_me(user: CurrentUserJSON) -> Response:
     """The caller's own account."""
-    return user
+    return Response(user, media_type="application/json")
 
 
 @router.patch("/me", response_model=UserRead, responses=problem_responses())
@@ -101,6 +108,21 @@ async def delete_me(
     password confirms it (403 `invalid_password` when wrong). The audit trail of the
     account is kept."""
     await users_service.delete_me(session, user, body, passwords=passwords, events=events)
+
+
+@router.get(
+    "/me/security-events",
+    response_model=AuditPage,
+    responses=problem_responses(InvalidCursor),
+)
+async def my_security_events(
+    query: Annotated[PageQuery, Query()], principal: CurrentPrincipal, session: SessionDep
+) -> AuditPage:
+    """The audit events about the caller's own account, newest first: sign-ins and
+    failed attempts, password and email changes, sessions ended, and what administrators
+    changed. Events about other users never appear; when someone else acted, their id,
+    address and browser are left out. Page with `limit` and `next_cursor` as `cursor`."""
+    return await audit_service.security_events(session, principal.user_id, query)
 
 
 # Both spellings of the collection: "/users/" (API.md) and "/users", which clients also

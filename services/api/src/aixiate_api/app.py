@@ -74,7 +74,7 @@ def create_app(
     )
     app.include_router(operations_router)
     # The ceiling per client IP covers the API and the JWKS, not health and metrics.
-    api_limit = [Depends(global_rate_limit)]
+    api_limit = [Depends(global_rate_limit)] if settings.rate_limit_enabled else []
     app.include_router(jwks_router, dependencies=api_limit)
     # users first: GET /users/me is the hot read, and routes are matched in order.
     for router in (users_router, auth_router, audit_router):
