@@ -5,6 +5,7 @@ hand, from the service settings (AIXIATE_DATABASE_URL).
 """
 
 import asyncio
+import re
 from typing import Literal
 
 from aixiate_api.models import load_all
@@ -12,6 +13,7 @@ from aixiate_core.db import UTCDateTime
 from aixiate_core.settings import get_settings
 from alembic import context
 from alembic.autogenerate.api import AutogenContext
+from alembic.runtime.environment import IncludeObjectFn as IncludeObject
 from sqlalchemy import JSON, Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel.sql.sqltypes import AutoString
@@ -39,12 +41,31 @@ def _render_item(type_: str, obj: object, ctx: AutogenContext) -> str | Literal[
     return False
 
 
+# The monthly partitions of audit_event on PostgreSQL are created by migrations and
+# housekeeping, not by models: autogenerate must neither drop nor compare them.
+_AUDIT_PARTITION = re.compile(r"^audit_event_p\d{6}$")
+
+
+def _include_object_for(dialect: str) -> IncludeObject:
+    def include(
+        obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
+    ) -> bool:
+        if type_ == "table" and name and _AUDIT_PARTITION.match(name):
+            return False
+        # Unique on SQLite; on PostgreSQL a unique index on a table partitioned by
+        # occurred_at must include it, so there it is a plain index (see the migration).
+        return not (dialect == "postgresql" and type_ == "index" and name == "ix_audit_event_seq")
+
+    return include
+
+
 def _configure(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
         compare_type=True,
         render_item=_render_item,
+        include_object=_include_object_for(connection.dialect.name),
         # SQLite cannot ALTER most things; batch mode copies the table instead.
         render_as_batch=connection.dialect.name == "sqlite",
     )

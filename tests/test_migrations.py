@@ -1,9 +1,15 @@
 """The one migration history: it builds the models' schema exactly, and it reverses."""
 
 import asyncio
+import re
+from datetime import UTC, datetime
+from uuid import uuid4
 
+import sqlalchemy as sa
 from aixiate_api import migrations
 from aixiate_api.models import load_all
+from aixiate_audit.repository import AuditRepository
+from aixiate_core.db import create_sessionmaker
 from aixiate_core.settings import Settings
 from alembic import command
 from alembic.script import ScriptDirectory
@@ -15,6 +21,20 @@ def _settings(url: str) -> Settings:
     return Settings(env="test", database_url=url, _env_file=None)
 
 
+#: audit_event's monthly partitions on PostgreSQL: tables of the database, not models.
+AUDIT_PARTITION = re.compile(r"^audit_event_p\d{6}$")
+
+
+async def _partitions(url: str) -> set[str]:
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            names = await conn.run_sync(lambda sync: inspect(sync).get_table_names())
+    finally:
+        await engine.dispose()
+    return {name for name in names if AUDIT_PARTITION.match(name)}
+
+
 async def _tables(url: str) -> set[str]:
     engine = create_async_engine(url)
     try:
@@ -22,7 +42,7 @@ async def _tables(url: str) -> set[str]:
             names = await conn.run_sync(lambda sync: inspect(sync).get_table_names())
     finally:
         await engine.dispose()
-    return set(names) - {"alembic_version"}
+    return {name for name in names if not AUDIT_PARTITION.match(name)} - {"alembic_version"}
 
 
 class TestMigrations:
@@ -30,6 +50,24 @@ class TestMigrations:
         migrations.upgrade_url(empty_database_url)
         tables = asyncio.run(_tables(empty_database_url))
         assert tables == set(load_all().metadata.tables)
+
+    def test_audit_log_is_partitioned_by_month_on_postgresql(self, empty_database_url: str) -> None:
+        migrations.upgrade_url(empty_database_url)
+        partitions = asyncio.run(_partitions(empty_database_url))
+        if empty_database_url.startswith("sqlite"):
+            assert partitions == set()
+        else:
+            assert len(partitions) == 4  # this month and the next three
+
+    def test_existing_events_are_chained_by_the_upgrade(self, empty_database_url: str) -> None:
+        config = migrations.alembic_config(_settings(empty_database_url))
+        command.upgrade(config, "cd236430c19d")  # before the chain
+        asyncio.run(_insert_old_events(empty_database_url))
+        command.upgrade(config, "head")
+        assert asyncio.run(_verify(empty_database_url)) == (True, 3)
+        command.downgrade(config, "cd236430c19d")
+        command.upgrade(config, "head")
+        assert asyncio.run(_verify(empty_database_url)) == (True, 3)
 
     def test_autogenerate_finds_no_difference_after_upgrade(self, empty_database_url: str) -> None:
         migrations.upgrade_url(empty_database_url)
@@ -49,3 +87,39 @@ class TestMigrations:
         script = ScriptDirectory.from_config(config)
         assert len(script.get_heads()) == 1
         assert len(script.get_bases()) == 1
+
+
+async def _insert_old_events(url: str) -> None:
+    old = sa.table(
+        "audit_event",
+        sa.column("id", sa.Uuid()),
+        sa.column("occurred_at", sa.DateTime(timezone=True)),
+        sa.column("event_type", sa.String()),
+        sa.column("success", sa.Boolean()),
+        sa.column("data", sa.JSON()),
+    )
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            for n in range(3):
+                await conn.execute(
+                    old.insert().values(
+                        id=uuid4(),
+                        occurred_at=datetime(2026, 1, 1 + n, tzinfo=UTC),
+                        event_type="user.registered",
+                        success=True,
+                        data={"n": n},
+                    )
+                )
+    finally:
+        await engine.dispose()
+
+
+async def _verify(url: str) -> tuple[bool, int]:
+    engine = create_async_engine(url)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            result = await AuditRepository(session).verify_chain()
+            return result.ok, result.checked
+    finally:
+        await engine.dispose()

@@ -1,7 +1,9 @@
 from uuid import uuid4
 
+import pytest
 from aixiate_audit import service as audit_service
 from aixiate_audit.models import AuditEvent
+from aixiate_audit.repository import AuditRepository
 from aixiate_core.context import RequestInfo, reset_current_request, set_current_request
 from aixiate_core.db import create_sessionmaker
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -26,7 +28,7 @@ class TestRecord:
             target_id=actor,
             data={"method": "password"},
         )
-        found = await session.get(AuditEvent, event.id)
+        found = await AuditRepository(session).get(event.id)
         assert found is not None
         assert found.target_id == str(actor)
         assert found.data == {"method": "password"}
@@ -80,3 +82,57 @@ class TestRecordNow:
                 .order_by(col(AuditEvent.occurred_at))
             )
             assert [e.reason for e in result.all()] == ["first", "second", "third"]
+
+
+class TestScrubbing:
+    async def test_secrets_never_reach_data_or_reason(self, session: AsyncSession) -> None:
+        jwt = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"
+        event = await audit_service.record(
+            session,
+            "test.scrubbed",
+            reason=f"bad {jwt}",
+            data={
+                "password": "hunter2-hunter2",
+                "nested": {"refresh_token": "abc", "totp_code": "123456", "ok": "kept"},
+                "items": ["$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA", f"Bearer {jwt}"],
+                "rehashed": True,
+            },
+        )
+        assert event.reason == "bad [redacted]"
+        assert event.data == {
+            "password": "[redacted]",
+            "nested": {"refresh_token": "[redacted]", "totp_code": "[redacted]", "ok": "kept"},
+            "items": ["[redacted]", "[redacted]"],
+            "rehashed": True,
+        }
+
+    async def test_data_is_stored_as_json_reads_it_back(self, session: AsyncSession) -> None:
+        when = uuid4()
+        event = await audit_service.record(session, "test.json", data={"id": when, "t": (1, 2)})
+        assert event.data == {"id": str(when), "t": [1, 2]}
+
+
+class TestLogLine:
+    async def test_committed_events_are_logged_with_their_fields(
+        self, engine: AsyncEngine, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        event_type = f"test.logged.{uuid4().hex}"
+        async with create_sessionmaker(engine)() as session:
+            await audit_service.record(session, event_type, data={"password": "hunter2"})
+            assert event_type not in capsys.readouterr().out  # not before the commit
+            await session.commit()
+        out = capsys.readouterr().out
+        assert "audit.event" in out
+        assert event_type in out
+        assert "seq=" in out
+        assert "hunter2" not in out
+
+    async def test_rolled_back_events_are_not_logged(
+        self, engine: AsyncEngine, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        event_type = f"test.unlogged.{uuid4().hex}"
+        async with create_sessionmaker(engine)() as session:
+            await audit_service.record(session, event_type)
+            await session.rollback()
+            await session.commit()
+        assert event_type not in capsys.readouterr().out

@@ -1,9 +1,19 @@
-"""Recording audit events.
+"""Recording audit events, and reading them back.
 
 :func:`record` joins the caller's transaction, so a change and its event commit or roll
 back together. :func:`record_now` commits on its own, for events about failures whose
 surrounding transaction is about to roll back. On SQLite, which has one writer at a time,
 call it before the request's own session has written anything.
+
+Every event passes the central scrubber (:mod:`aixiate_core.scrub`) on the way in: no
+password, token, hash, secret or code reaches ``data`` or ``reason``, whatever a caller
+passes. Each event is chained when it is flushed (:mod:`aixiate_audit.chain`) and is
+logged as an ``audit.event`` line with the same fields.
+
+On PostgreSQL, :func:`record` takes the chain's append lock in the caller's transaction,
+held until that transaction ends: audit appends are serialized (that is what makes the
+chain a chain), nothing else is. Record the event as late in a unit of work as is
+natural, and keep work after it short.
 """
 
 from collections.abc import Mapping
@@ -14,14 +24,38 @@ import structlog
 from aixiate_core.context import current_request
 from aixiate_core.events import EmailDeliveryFailed
 from aixiate_core.ratelimit import RateLimitExceeded
+from aixiate_core.scrub import scrub, scrub_text
+from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.orm import Session, SessionTransaction
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from aixiate_audit.chain import Verification
+from aixiate_audit.errors import AuditEventNotFound
 from aixiate_audit.models import AuditEvent
+from aixiate_audit.repository import AuditRepository, EventFilter
+from aixiate_audit.schemas import AuditEventQuery, AuditEventRead, AuditPage, PageQuery
 
 log = structlog.get_logger()
 
 _MAX_USER_AGENT = 512
+#: ``session.info`` key: events recorded in the open transaction, logged at its commit.
+_UNLOGGED = "aixiate.audit.unlogged"
+_MAX_REASON = 100
+
+
+def _json_safe(value: Any) -> Any:
+    """``data`` as JSON stores it (dicts, lists, strings, numbers), so the hash computed
+    before the insert is the hash of what is read back."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float) and value == value and abs(value) != float("inf"):
+        return value
+    return str(value)
 
 
 def build_event(
@@ -42,8 +76,8 @@ def build_event(
         target_type=target_type,
         target_id=None if target_id is None else str(target_id),
         success=success,
-        reason=reason,
-        data=dict(data or {}),
+        reason=scrub_text(reason)[:_MAX_REASON] if reason else None,
+        data=_json_safe(scrub(dict(data or {}))),
         ip=request.ip if request else None,
         user_agent=user_agent[:_MAX_USER_AGENT] if user_agent else None,
         request_id=request.request_id if request else None,
@@ -72,7 +106,8 @@ async def record(
     )
     session.add(event)
     await session.flush()
-    _log(event)
+    # Logged once the caller's transaction commits: a rolled-back event was never recorded.
+    session.sync_session.info.setdefault(_UNLOGGED, []).append(event)
     return event
 
 
@@ -102,17 +137,87 @@ async def record_now(
     return event
 
 
+@sa_event.listens_for(Session, "after_commit")
+def _log_committed(session: Session) -> None:
+    for event in session.info.pop(_UNLOGGED, []):
+        _log(event)
+
+
+@sa_event.listens_for(Session, "after_soft_rollback")
+def _forget_rolled_back(session: Session, previous: SessionTransaction) -> None:
+    # A savepoint rolling back leaves what was recorded before it to commit or not.
+    if not previous.nested:
+        session.info.pop(_UNLOGGED, None)
+
+
 def _log(event: AuditEvent) -> None:
+    # The same fields as the event's JSON (data is already scrubbed), plus its place in
+    # the chain. request_id is the request's own, as on every line of that request.
     log.info(
         "audit.event",
         event_id=str(event.id),
+        occurred_at=event.occurred_at.isoformat(),
         event_type=event.event_type,
         actor_id=str(event.actor_id) if event.actor_id else None,
         target_type=event.target_type,
         target_id=event.target_id,
+        ip=event.ip,
+        user_agent=event.user_agent,
+        request_id=event.request_id,
         success=event.success,
         reason=event.reason,
+        data=event.data,
+        seq=event.seq,
     )
+
+
+# --- reading ----------------------------------------------------------------------------
+
+
+async def list_events(session: AsyncSession, query: AuditEventQuery) -> AuditPage:
+    where = EventFilter(
+        event_type=query.event_type,
+        actor_id=query.actor_id,
+        target_id=query.target_id,
+        success=query.success,
+        since=query.since,
+        until=query.until,
+        request_id=query.request_id,
+    )
+    found = await AuditRepository(session).list_page(where, limit=query.limit, cursor=query.cursor)
+    return AuditPage(
+        items=[AuditEventRead.model_validate(e) for e in found.events],
+        next_cursor=found.next_cursor,
+    )
+
+
+async def get_event(session: AsyncSession, event_id: UUID) -> AuditEvent:
+    event = await AuditRepository(session).get(event_id)
+    if event is None:
+        raise AuditEventNotFound()
+    return event
+
+
+async def security_events(session: AsyncSession, user_id: UUID, query: PageQuery) -> AuditPage:
+    """The events about one user (as actor or target), for the user to see.
+
+    What belongs to someone else is left out: when another user acted (an admin changing
+    the account), their id, address and browser are blanked; the event itself stays.
+    """
+    found = await AuditRepository(session).list_page(
+        EventFilter(about_user=user_id), limit=query.limit, cursor=query.cursor
+    )
+    items = []
+    for event in found.events:
+        item = AuditEventRead.model_validate(event)
+        if event.actor_id is not None and event.actor_id != user_id:
+            item = item.model_copy(update={"actor_id": None, "ip": None, "user_agent": None})
+        items.append(item)
+    return AuditPage(items=items, next_cursor=found.next_cursor)
+
+
+async def verify(session: AsyncSession) -> Verification:
+    return await AuditRepository(session).verify_chain()
 
 
 async def on_email_delivery_failed(session: AsyncSession, event: EmailDeliveryFailed) -> None:

@@ -136,3 +136,6 @@ async def resend_verification(
     if user is None or user.is_verified or not user.is_active:
         return
     await send_verification(session, user, outbox=outbox, settings=settings)
+    await audit_service.record(
+        session, "user.verification.resent", target_type="user", target_id=user.id
+    )

@@ -175,7 +175,8 @@ def _phrase(status: int) -> str:
 async def _app_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
     if exc.status_code >= 500:
-        log.error("request.failed", code=exc.code, detail=exc.detail)
+        # "problem", not "code": the log scrubber redacts fields named like secrets.
+        log.error("request.failed", problem=exc.code, detail=exc.detail)
     return problem_response(
         request,
         status=exc.status_code,

@@ -21,7 +21,7 @@ SENSITIVE_KEY = re.compile(
 # bcrypt hash, and a bearer credential: each redacted where it appears inside a string.
 _SECRET_VALUES = re.compile(
     r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"
-    r"|\$argon2(?:id|i|d)\$[^\s\"',;]+"
+    r"|\$argon2(?:id|i|d)\$[^\s\"';]+"
     r"|\$2[abxy]?\$\d{2}\$[./A-Za-z0-9]{53}"
     r"|(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,}"
 )

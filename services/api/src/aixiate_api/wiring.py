@@ -2,7 +2,9 @@
 
 from datetime import timedelta
 
+from aixiate_audit import retention as audit_retention
 from aixiate_audit import service as audit_service
+from aixiate_audit.settings import get_audit_settings
 from aixiate_auth import lockout as auth_lockout
 from aixiate_auth import sessions as auth_sessions
 from aixiate_auth import subscribers as auth_subscribers
@@ -30,4 +32,6 @@ def purge_jobs(settings: Settings) -> dict[str, PurgeJob]:
         "email_outbox": outbox.purge_job(timedelta(days=settings.outbox_retention_days)),
         "action_tokens": action_tokens.purge,
         "auth_sessions": auth_sessions.purge,
+        # Partitions ahead, then drop or delete what is past retention (owner rights).
+        **audit_retention.purge_jobs(get_audit_settings()),
     }
