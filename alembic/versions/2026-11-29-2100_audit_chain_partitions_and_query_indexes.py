@@ -12,7 +12,7 @@ package code.
 
 Revision ID: 4f1c2a9e7b30
 Revises: cd236430c19d
-Create Date: 2026-11-30 09:00:00.000000+00:00
+Create Date: 2026-11-29 21:00:00.000000+00:00
 """
 
 import hashlib

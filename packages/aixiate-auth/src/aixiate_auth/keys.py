@@ -18,7 +18,7 @@ from aixiate_core.crypto import SecretBox
 from aixiate_core.db import utc_now
 from joserfc.jwk import ECKey
 from sqlalchemy import func, or_
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -32,6 +32,7 @@ log = structlog.get_logger()
 ALGORITHM = "ES256"
 ALGORITHMS = [ALGORITHM]
 _CURVE = "P-256"
+_START_ATTEMPTS = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,18 +84,30 @@ class KeyRing:
         """Loads the keys, creating the first one when there is none (safe when several
         replicas start at once: the unique generation lets exactly one insert win)."""
         await self.reload()
-        if self._signing is None:
-            async with self.sessionmaker() as session, session.begin():
-                try:
-                    async with session.begin_nested():
-                        session.add(generate_key(self.box, generation=1))
-                except IntegrityError:
-                    log.info("auth.keys.first_key_created_elsewhere")
-                else:
-                    log.info("auth.keys.created", generation=1)
+        for attempt in range(_START_ATTEMPTS):
+            if self._signing is not None:
+                break
+            try:
+                await self._create_first_key()
+            except OperationalError:
+                # SQLite answers "database is locked" to a writer racing another one
+                # instead of queueing it; try again once that writer is done.
+                if attempt == _START_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.05 * 2**attempt)
             await self.reload()
         if self._signing is None:
             raise RuntimeError("no active signing key after start-up")
+
+    async def _create_first_key(self) -> None:
+        async with self.sessionmaker() as session, session.begin():
+            try:
+                async with session.begin_nested():
+                    session.add(generate_key(self.box, generation=1))
+            except IntegrityError:
+                log.info("auth.keys.first_key_created_elsewhere")
+            else:
+                log.info("auth.keys.created", generation=1)
 
     async def reload(self) -> None:
         async with self._lock:
