@@ -99,7 +99,16 @@ def _use_real_sqlite_transactions(engine: AsyncEngine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA journal_mode=WAL")
+        # WAL is a property of the file: set it once. Switching needs an exclusive lock,
+        # so connections opened at the same moment on a new file may find another one
+        # doing it; that one's switch serves them too.
+        cursor.execute("PRAGMA journal_mode")
+        if str(cursor.fetchone()[0]).lower() != "wal":
+            try:
+                cursor.execute("PRAGMA journal_mode=WAL")
+            except Exception as exc:
+                if "locked" not in str(exc):
+                    raise
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
