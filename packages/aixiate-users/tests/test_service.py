@@ -16,6 +16,7 @@ from aixiate_core.events import (
     UserUnlocked,
 )
 from aixiate_core.outbox import Outbox, OutboxEmail
+from aixiate_core.pagination import Cursor
 from aixiate_core.security import PasswordService, Principal, WeakPassword
 from aixiate_users import service as users_service
 from aixiate_users import tokens
@@ -28,7 +29,7 @@ from aixiate_users.errors import (
     InvalidPassword,
 )
 from aixiate_users.models import ActionToken, User
-from aixiate_users.repository import Cursor, UserRepository, escape_like
+from aixiate_users.repository import UserRepository, escape_like
 from aixiate_users.schemas import (
     AdminUserCreate,
     AdminUserUpdate,
@@ -815,7 +816,7 @@ class TestListUsers:
 
 class TestCursor:
     def test_round_trip(self) -> None:
-        cursor = Cursor(created_at=datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC), id=uuid4())
+        cursor = Cursor(at=datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC), id=uuid4())
 
         assert Cursor.decode(cursor.encode()) == cursor
 

@@ -2,17 +2,16 @@
 
 from typing import Any
 
-from aixiate_core.errors import PROBLEM_CONTENT_TYPE, AppError, BadRequest, NotFound
+from aixiate_core import pagination
+from aixiate_core.errors import PROBLEM_CONTENT_TYPE, AppError, NotFound
 
 
 class AuditEventNotFound(NotFound):
     default_detail = "No audit event has this id."
 
 
-class InvalidCursor(BadRequest):
-    code = "invalid_cursor"
-    title = "Invalid cursor"
-    default_detail = "The cursor is malformed; pass back a next_cursor exactly as received."
+# Shared with every keyset listing; re-exported for this package's routes.
+InvalidCursor = pagination.InvalidCursor
 
 
 def problem_responses(*errors: type[AppError]) -> dict[int | str, dict[str, Any]]:

@@ -1,51 +1,19 @@
 """Queries on the audit log. Constructed from a session; methods take domain arguments only."""
 
-import base64
-import binascii
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 from uuid import UUID
 
+from aixiate_core.pagination import Cursor
 from sqlalchemy import ColumnElement, Table, and_, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from aixiate_audit.chain import ChainChecker, Verification
-from aixiate_audit.errors import InvalidCursor
 from aixiate_audit.models import AuditEvent
 
 VERIFY_BATCH_SIZE = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class Cursor:
-    """Where a page ends: the (occurred_at, id) of its last event. Pages are newest
-    first, so events written while a client pages appear before its position and never
-    shift what is left to read: every event is returned at most once, and every event
-    older than the first page exactly once."""
-
-    occurred_at: datetime
-    id: UUID
-
-    def encode(self) -> str:
-        raw = json.dumps({"t": self.occurred_at.isoformat(), "i": str(self.id)}).encode()
-        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-    @classmethod
-    def decode(cls, text: str) -> "Cursor":
-        """Raises :class:`InvalidCursor` for anything not made by :meth:`encode`."""
-        try:
-            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-            data = json.loads(raw)
-            occurred_at = datetime.fromisoformat(data["t"])
-            event_id = UUID(data["i"])
-        except (binascii.Error, ValueError, TypeError, KeyError) as exc:
-            raise InvalidCursor() from exc
-        if occurred_at.tzinfo is None:
-            raise InvalidCursor()
-        return cls(occurred_at=occurred_at, id=event_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +52,11 @@ class AuditRepository:
             statement = statement.where(
                 # Redundant with the OR below, but it lets PostgreSQL skip newer months'
                 # partitions and start the index scan at the cursor.
-                col(AuditEvent.occurred_at) <= after.occurred_at,
+                col(AuditEvent.occurred_at) <= after.at,
                 or_(
-                    col(AuditEvent.occurred_at) < after.occurred_at,
+                    col(AuditEvent.occurred_at) < after.at,
                     and_(
-                        col(AuditEvent.occurred_at) == after.occurred_at,
+                        col(AuditEvent.occurred_at) == after.at,
                         col(AuditEvent.id) < after.id,
                     ),
                 ),

@@ -3,6 +3,7 @@
 from collections import defaultdict
 from typing import Any
 
+from aixiate_core import pagination
 from aixiate_core.errors import PROBLEM_CONTENT_TYPE, AppError, BadRequest, Conflict, NotFound
 
 from aixiate_users.schemas import Problem
@@ -46,10 +47,8 @@ class EmailUnchanged(BadRequest):
     default_detail = "The new email address is the current one."
 
 
-class InvalidCursor(BadRequest):
-    code = "invalid_cursor"
-    title = "Invalid cursor"
-    default_detail = "The cursor is malformed; pass back a next_cursor exactly as received."
+# Shared with every keyset listing; re-exported for this package's routes.
+InvalidCursor = pagination.InvalidCursor
 
 
 class InvalidActionToken(BadRequest):

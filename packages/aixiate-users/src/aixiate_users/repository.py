@@ -1,18 +1,14 @@
 """Queries on users. Constructed from a session; methods take domain arguments only."""
 
-import base64
-import binascii
-import json
 from dataclasses import dataclass
-from datetime import datetime
 from uuid import UUID
 
+from aixiate_core.pagination import Cursor
 from sqlalchemy import ColumnElement, and_, func, literal, or_, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from aixiate_users.errors import InvalidCursor
 from aixiate_users.models import User
 
 
@@ -29,34 +25,6 @@ def escape_like(text: str) -> str:
     """``text`` as a literal inside a LIKE pattern (with ``ESCAPE '\\'``): a search for
     "%" or "_" finds those characters instead of matching everything."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-@dataclass(frozen=True, slots=True)
-class Cursor:
-    """Where a page ends: the (created_at, id) of its last user. Keyset pagination stays
-    exact while users are added or deleted between pages, and costs the same on page 1000
-    as on page 1, unlike OFFSET."""
-
-    created_at: datetime
-    id: UUID
-
-    def encode(self) -> str:
-        raw = json.dumps({"c": self.created_at.isoformat(), "i": str(self.id)}).encode()
-        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-    @classmethod
-    def decode(cls, text: str) -> "Cursor":
-        """Raises :class:`InvalidCursor` for anything not made by :meth:`encode`."""
-        try:
-            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-            data = json.loads(raw)
-            created_at = datetime.fromisoformat(data["c"])
-            user_id = UUID(data["i"])
-        except (binascii.Error, ValueError, TypeError, KeyError) as exc:
-            raise InvalidCursor() from exc
-        if created_at.tzinfo is None:
-            raise InvalidCursor()
-        return cls(created_at=created_at, id=user_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +82,8 @@ class UserRepository:
             after = Cursor.decode(cursor)
             statement = statement.where(
                 or_(
-                    col(User.created_at) < after.created_at,
-                    and_(col(User.created_at) == after.created_at, col(User.id) < after.id),
+                    col(User.created_at) < after.at,
+                    and_(col(User.created_at) == after.at, col(User.id) < after.id),
                 )
             )
         statement = statement.order_by(col(User.created_at).desc(), col(User.id).desc())
