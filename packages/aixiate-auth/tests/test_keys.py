@@ -244,6 +244,9 @@ class TestRotate:
     ) -> None:
         old_token = await service.login()
         old_kid = kid_of(old_token)
+        # Accepted once, so the runtime remembers it as verified: that memo must not
+        # outlive the key.
+        assert await service.me(old_token) == 200
         new = await rotate_elsewhere(own_db, own_settings)
 
         await retire_long_ago(own_db, old_kid, service.runtime.settings)

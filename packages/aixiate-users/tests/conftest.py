@@ -11,12 +11,12 @@ import hashlib
 import hmac
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from uuid import uuid4
 
 import httpx
 import pytest
-from aixiate_core.db import STORE_KEY, SessionDep, commit, get_session, get_sessionmaker
+from aixiate_core.db import STORE_KEY, SessionDep, commit, get_session
 from aixiate_core.email import EmailMessage
 from aixiate_core.errors import InvalidToken, install_error_handlers
 from aixiate_core.events import (
@@ -189,12 +189,16 @@ def build_app(
     passwords: PasswordService,
     tokens: BearerTokens,
     events: DomainEvents,
+    sessionmaker: Callable[[], AbstractAsyncContextManager[AsyncSession]] | None = None,
 ) -> FastAPI:
-    """The users router in an app assembled like aixiate-api's create_app()."""
+    """The users router in an app assembled like aixiate-api's create_app(); with
+    ``sessionmaker``, requests open their sessions from it instead of the engine's."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[State]:
         async with open_resources(settings) as state:
+            if sessionmaker is not None:
+                state["sessionmaker"] = sessionmaker  # type: ignore[typeddict-item]
             yield state
 
     app = FastAPI(lifespan=lifespan)
@@ -243,9 +247,8 @@ def app(
     async def test_sessionmaker() -> AsyncIterator[AsyncSession]:
         yield session  # reads on cache misses see the test's data too
 
-    app = build_app(app_settings, users_settings, passwords, tokens, events)
+    app = build_app(app_settings, users_settings, passwords, tokens, events, test_sessionmaker)
     app.dependency_overrides[get_session] = test_session
-    app.dependency_overrides[get_sessionmaker] = lambda: test_sessionmaker
     return app
 
 

@@ -19,6 +19,7 @@ from aixiate_auth.access_tokens import (
     AccessClaims,
     KeyLookup,
     TokenRejected,
+    VerifiedTokens,
     claims_registry,
     decode_access_token,
     encode_access_token,
@@ -48,6 +49,11 @@ class AuthRuntime:
         # first forced reload must not wait for it to pass key_reload_seconds.
         self._last_forced_reload = float("-inf")
         self._touched: dict[UUID, float] = {}
+        self._verified = VerifiedTokens(
+            settings.access_token_cache_size,
+            settings.jwt_leeway_seconds,
+            has_key=lambda kid: self.keyring.verification_key(kid) is not None,
+        )
 
     async def start(self, state: State) -> None:
         box = SecretBox(state["settings"].secret(), "signing-keys")
@@ -114,20 +120,27 @@ class AuthRuntime:
         return Principal(user_id=claims.user_id, session_id=claims.session_id, roles=claims.roles)
 
     async def _decode(self, token: str) -> AccessClaims:
+        claims = self._verified.get(token)
+        if claims is not None:
+            return claims
         lookup = KeyLookup(self.keyring.verification_key)
         try:
-            return decode_access_token(token, lookup, self.registry)
+            claims = decode_access_token(token, lookup, self.registry)
         except TokenRejected as exc:
             if exc.reason == "unknown_kid" and self._may_force_reload():
                 # A key rotated on another replica: reload once, then judge again.
                 await self.keyring.reload()
-                retry = KeyLookup(self.keyring.verification_key)
+                lookup = KeyLookup(self.keyring.verification_key)
                 try:
-                    return decode_access_token(token, retry, self.registry)
+                    claims = decode_access_token(token, lookup, self.registry)
                 except TokenRejected as again:
                     exc = again
-            log.info("auth.token.rejected", reason=exc.reason)
-            raise InvalidToken() from None
+            if claims is None:
+                log.info("auth.token.rejected", reason=exc.reason)
+                raise InvalidToken() from None
+        assert lookup.kid is not None  # a verified token named one of our keys
+        self._verified.put(token, claims, lookup.kid)
+        return claims
 
     def _may_force_reload(self) -> bool:
         now = time.monotonic()

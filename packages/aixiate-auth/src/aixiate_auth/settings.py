@@ -48,6 +48,9 @@ class AuthSettings(BaseSettings):
     refresh_token_ttl_seconds: int = Field(default=2592000, ge=300)
     # The absolute lifetime of a session: refreshing never extends it past this.
     session_absolute_ttl_seconds: int = Field(default=7776000, ge=300)
+    # How many verified access tokens each process remembers, so that a token sent again
+    # skips the signature check (liveness is still checked every time); 0 turns it off.
+    access_token_cache_size: int = Field(default=10_000, ge=0)
     # Clock skew tolerated on exp/iat/nbf.
     jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
     # How often each process re-reads the signing keys (rotation elsewhere shows up

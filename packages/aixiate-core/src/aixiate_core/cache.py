@@ -132,8 +132,9 @@ return value
 
 class RedisStore:
     """Commands are bounded by ``asyncio.timeout`` here rather than by redis-py's socket
-    timeout, which wraps every read in ``wait_for`` and cost a fifth of a cached
-    ``GET /users/me``; a Redis that stops answering still fails a command in time."""
+    timeout (on by default since redis-py 8), which wraps every write in ``wait_for``, a
+    task per command, and every read in a timeout of its own: together a fifth of a
+    cached ``GET /users/me``. A Redis that stops answering still fails a command in time."""
 
     def __init__(self, client: Redis, prefix: str = "", *, timeout: float = 2.0) -> None:
         self.client = client
@@ -151,6 +152,7 @@ class RedisStore:
             max_connections=REDIS_MAX_CONNECTIONS,
             timeout=settings.redis_timeout_seconds,
             socket_connect_timeout=settings.redis_timeout_seconds,
+            socket_timeout=None,
             health_check_interval=30,
         )
         return cls(

@@ -72,11 +72,12 @@ def create_app(
         max_body_bytes=settings.max_body_bytes,
         trusted_proxies=settings.trusted_proxies,
     )
-    app.include_router(operations_router)
     # The ceiling per client IP covers the API and the JWKS, not health and metrics.
     api_limit = [Depends(global_rate_limit)] if settings.rate_limit_enabled else []
-    app.include_router(jwks_router, dependencies=api_limit)
-    # users first: GET /users/me is the hot read, and routes are matched in order.
+    # users first: GET /users/me is the hot read, routes are matched in order, and no
+    # two routers share a path, so the order changes nothing else.
     for router in (users_router, auth_router, audit_router):
         app.include_router(router, prefix=API_PREFIX, dependencies=api_limit)
+    app.include_router(jwks_router, dependencies=api_limit)
+    app.include_router(operations_router)
     return app
