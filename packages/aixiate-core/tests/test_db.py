@@ -2,13 +2,14 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 import pytest
 from aixiate_core.db import SessionDep, UTCDateTime, create_engine
 from aixiate_core.errors import Conflict
 from aixiate_core.settings import Settings
-from aixiate_core.testing import serve
+from aixiate_core.testing import postgres_server_url, serve
 from fastapi import APIRouter, FastAPI
 from sqlalchemy import (
     Column,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import StatementError
@@ -264,3 +266,69 @@ class TestGetSession:
         assert response.json()["code"] == "internal_error"
         assert await count(engine, tables.children) == 0
         assert await count(engine, tables.notes) == 0
+
+
+@pytest.mark.skipif(
+    postgres_server_url() is None,
+    reason="the pool pings only network databases; set AIXIATE_TEST_DATABASE_URL",
+)
+class TestIdlePing:
+    """Pooled connections are tested before use only after sitting idle."""
+
+    @staticmethod
+    def engine_for(settings: Settings, idle_seconds: float) -> AsyncEngine:
+        return create_engine(
+            settings.model_copy(
+                update={
+                    "database_pool_size": 1,
+                    "database_pool_pre_ping_idle_seconds": idle_seconds,
+                }
+            )
+        )
+
+    @staticmethod
+    def count_pings(engine: AsyncEngine) -> list[object]:
+        pings: list[object] = []
+        dialect = engine.sync_engine.dialect
+        original = dialect.do_ping
+
+        def counting(dbapi_connection: Any) -> bool:
+            pings.append(dbapi_connection)
+            return original(dbapi_connection)
+
+        dialect.do_ping = counting  # type: ignore[method-assign]
+        return pings
+
+    @staticmethod
+    async def backend_pid(engine: AsyncEngine) -> int:
+        async with engine.connect() as conn:
+            return int((await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+
+    async def test_a_connection_in_steady_use_is_not_pinged(self, settings: Settings) -> None:
+        engine = self.engine_for(settings, idle_seconds=60)
+        pings = self.count_pings(engine)
+        try:
+            pids = {await self.backend_pid(engine) for _ in range(5)}
+        finally:
+            await engine.dispose()
+
+        assert len(pids) == 1  # the same pooled connection every time
+        assert pings == []
+
+    async def test_an_idle_connection_that_died_is_replaced_unseen(
+        self, settings: Settings, engine: AsyncEngine
+    ) -> None:
+        pooled = self.engine_for(settings, idle_seconds=0)
+        pings = self.count_pings(pooled)
+        try:
+            first = await self.backend_pid(pooled)
+            # The server ends the pooled connection while it is idle (a restart would).
+            async with engine.connect() as admin:
+                await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+
+            second = await self.backend_pid(pooled)
+        finally:
+            await pooled.dispose()
+
+        assert second != first
+        assert len(pings) == 1

@@ -1,5 +1,6 @@
 """Async database access: engine, one unit of work per request, and table conventions."""
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -9,6 +10,7 @@ import structlog
 from fastapi import Depends, Request
 from sqlalchemy import DateTime, event, text
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator
@@ -78,16 +80,50 @@ def create_engine(settings: Settings) -> AsyncEngine:
         )
         _use_real_sqlite_transactions(engine)
         return engine
-    return create_async_engine(
+    engine = create_async_engine(
         settings.database_url,
         echo=settings.database_echo,
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_max_overflow,
         pool_timeout=settings.database_pool_timeout_seconds,
         pool_recycle=settings.database_pool_recycle_seconds,
-        pool_pre_ping=settings.database_pool_pre_ping,
         connect_args={"timeout": settings.database_connect_timeout_seconds},
     )
+    if settings.database_pool_pre_ping:
+        _ping_idle_connections(engine, settings.database_pool_pre_ping_idle_seconds)
+    return engine
+
+
+_IDLE_SINCE = "aixiate_idle_since"
+
+
+def _ping_idle_connections(engine: AsyncEngine, idle_seconds: float) -> None:
+    """SQLAlchemy's ``pool_pre_ping``, for connections idle at least ``idle_seconds``.
+
+    The asyncpg ping is three round trips (BEGIN, an empty query, ROLLBACK), paid on every
+    checkout by ``pool_pre_ping``: a login checks out twice, so six of its sixteen round
+    trips were pings. A connection handed back moments ago was just proven live; one that
+    sat idle through a database restart is what pinging is for. A failed ping makes the
+    pool discard the connection and check out another (SQLAlchemy's documented
+    ``DisconnectionError`` protocol), so the request never sees the dead one.
+    """
+    pool = engine.sync_engine.pool
+    dialect = engine.sync_engine.dialect
+
+    @event.listens_for(pool, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(pool, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.pop(_IDLE_SINCE, None)
+        if idle_since is None or time.monotonic() - idle_since < idle_seconds:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise DisconnectionError("the pooled connection failed its ping") from exc
 
 
 def _use_real_sqlite_transactions(engine: AsyncEngine) -> None:

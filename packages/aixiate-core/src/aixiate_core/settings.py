@@ -48,7 +48,11 @@ class Settings(BaseSettings):
     database_max_overflow: int = Field(default=10, ge=0)
     database_pool_timeout_seconds: float = Field(default=10.0, gt=0)
     database_pool_recycle_seconds: int = Field(default=1800, ge=-1)
+    # Test a pooled connection before use when it has sat idle this long (a database
+    # restarted meanwhile would fail the request otherwise). Not on every checkout: the
+    # asyncpg ping costs three round trips, and a busy connection was just proven live.
     database_pool_pre_ping: bool = True
+    database_pool_pre_ping_idle_seconds: float = Field(default=1.0, ge=0)
     database_connect_timeout_seconds: float = Field(default=5.0, gt=0)
     database_echo: bool = False
 

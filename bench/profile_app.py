@@ -1,16 +1,17 @@
-"""In-process CPU profile of one authenticated ``GET /api/v1/users/me``.
+"""In-process CPU cost of the service's hot routes: ``GET /api/v1/users/me`` and
+``POST /api/v1/auth/login``.
 
 Not a load test: it drives the assembled ASGI app directly (no socket, no uvicorn), on
-PostgreSQL and Redis as ``./bench/run`` does, and reports the CPU time per request,
-so a change on the hot path can be judged in seconds. With ``--profile`` it also prints
-the top of a cProfile by cumulative and by own time.
+the database and Redis the ``AIXIATE_*`` variables name, and reports the event-loop
+thread's CPU time per request (argon2 runs on worker threads and is not counted), so a
+change on a hot path can be judged in seconds. With ``--profile`` it prints the top of a
+cProfile by cumulative and by own time instead.
 
-    AIXIATE_DATABASE_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/<db> \\
-    .venvs/bench/bin/python bench/profile_me.py [--requests 3000] [--profile]
+    createdb ... && AIXIATE_DATABASE_URL=... python -m aixiate_api db upgrade
+    AIXIATE_DATABASE_URL=... AIXIATE_REDIS_URL=... AIXIATE_SECRET_KEY=... \
+        .venvs/bench/bin/python bench/profile_app.py me|login [--requests N] [--profile] 2>/dev/null
 
-The database must be migrated and must not hold ``profile-me@example.com`` yet; ``make
--C bench`` is not needed: ``./bench/run`` leaves none behind, so use a scratch database
-(``python -m aixiate_api db upgrade`` on it first).
+Each run adds one user to the database it is given; use a scratch database.
 """
 
 import argparse
@@ -73,14 +74,13 @@ async def call(
     return status, b"".join(chunks)
 
 
-async def main(requests: int, profile: bool, out: TextIO) -> None:
+async def main(route: str, requests: int, profile: bool, out: TextIO) -> None:
     from aixiate_api.app import create_app
     from aixiate_auth.passwords import Argon2PasswordService
     from aixiate_auth.settings import AuthSettings
     from aixiate_users.models import User
     from aixiate_users.repository import normalize_email
 
-    os.environ.setdefault("AIXIATE_SECRET_KEY", secrets.token_urlsafe(48))
     os.environ.setdefault("AIXIATE_RATE_LIMIT_ENABLED", "false")
     os.environ.setdefault("AIXIATE_LOG_FORMAT", "json")
     app = create_app()
@@ -112,6 +112,12 @@ async def main(requests: int, profile: bool, out: TextIO) -> None:
         for _ in range(200):  # warm caches and pools
             status, body = await call(app, state, "GET", "/api/v1/users/me", auth)
             assert status == 200, body
+        login = json.dumps({"email": email, "password": password}).encode()
+        targets = {
+            "me": ("GET", "/api/v1/users/me", auth, b""),
+            "login": ("POST", "/api/v1/auth/login", ctype, login),
+        }
+        method, path, headers, body = targets[route]
         profiler = cProfile.Profile() if profile else None
         # The best of five rounds: the least disturbed by whatever else runs here.
         best = float("inf")
@@ -120,11 +126,12 @@ async def main(requests: int, profile: bool, out: TextIO) -> None:
             if profiler:
                 profiler.enable()
             for _ in range(requests):
-                await call(app, state, "GET", "/api/v1/users/me", auth)
+                status, answer = await call(app, state, method, path, headers, body)
+                assert status == 200, answer
             if profiler:
                 profiler.disable()
             best = min(best, (time.thread_time() - cpu0) / requests)
-        print(f"GET /users/me: {best * 1e6:.0f} us of event-loop CPU per request", file=out)
+        print(f"{method} {path}: {best * 1e6:.0f} us of event-loop CPU per request", file=out)
         if profiler:
             stats = pstats.Stats(profiler, stream=out)
             stats.sort_stats("cumulative").print_stats(45)
@@ -133,8 +140,10 @@ async def main(requests: int, profile: bool, out: TextIO) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("route", choices=["me", "login"])
+    parser.add_argument("--requests", type=int, help="per round (default: 3000, login 200)")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     # The service's JSON log lines go to stderr; the report to stdout.
-    asyncio.run(main(args.requests, args.profile, sys.stdout))
+    requests = args.requests or (3000 if args.route == "me" else 200)
+    asyncio.run(main(args.route, requests, args.profile, sys.stdout))
