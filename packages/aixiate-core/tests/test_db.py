@@ -1,3 +1,5 @@
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -332,3 +334,84 @@ class TestIdlePing:
 
         assert second != first
         assert len(pings) == 1
+
+
+class TestConcurrentReadThenWrite:
+    """Transactions that read and then write, overlapping: on SQLite each must wait its
+    turn, not fail with "database is locked" because another committed in between."""
+
+    async def test_all_overlapping_read_then_write_transactions_commit(
+        self, any_engine: AsyncEngine
+    ) -> None:
+        metadata = MetaData()
+        counter = Table(
+            f"counter_{uuid4().hex[:8]}",
+            metadata,
+            Column("id", Integer, primary_key=True),
+            Column("value", Integer, nullable=False),
+        )
+        async with any_engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+            await conn.execute(insert(counter).values(id=1, value=0))
+        both_read = asyncio.Barrier(2)
+
+        async def increment() -> None:
+            async with any_engine.begin() as conn:
+                value = (await conn.execute(select(counter.c.value))).scalar_one()
+                # On PostgreSQL the second reader waits at its UPDATE for the first to
+                # commit; the barrier must not then wait for a reader that never comes.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.2):
+                        await both_read.wait()
+                await conn.execute(counter.update().values(value=value + 1))
+
+        try:
+            await asyncio.gather(increment(), increment())
+            async with any_engine.connect() as conn:
+                final = (await conn.execute(select(counter.c.value))).scalar_one()
+        finally:
+            async with any_engine.begin() as conn:
+                await conn.run_sync(metadata.drop_all)
+
+        # PostgreSQL (read committed) may lose an update here; SQLite, serialized, cannot.
+        assert final in ((1, 2) if any_engine.dialect.name == "postgresql" else (2,))
+
+
+class TestSQLiteContention:
+    async def test_a_write_lock_held_past_the_busy_timeout_answers_503(
+        self, make_app: AppFactory, tmp_path: Path
+    ) -> None:
+        settings = Settings(
+            _env_file=None,
+            env="test",
+            database_url=f"sqlite+aiosqlite:///{tmp_path}/busy.db",
+            database_pool_timeout_seconds=0.2,
+        )
+        metadata = MetaData()
+        notes = Table("note", metadata, Column("id", Integer, primary_key=True))
+        router = APIRouter()
+
+        @router.post("/notes", status_code=201)
+        async def add_note(session: SessionDep) -> dict[str, bool]:
+            conn = await session.connection()
+            await conn.execute(insert(notes))
+            return {"ok": True}
+
+        engine = create_engine(settings)
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(metadata.create_all)
+            async with engine.connect() as holder, holder.begin():
+                # Another writer keeps SQLite's one write lock past the busy timeout.
+                await holder.execute(select(func.count()).select_from(notes))
+                async with serve(make_app(settings, router)) as client:
+                    response = await client.post("/notes")
+            async with engine.connect() as conn:
+                stored = (await conn.execute(select(func.count()).select_from(notes))).scalar()
+        finally:
+            await engine.dispose()
+
+        assert response.status_code == 503, response.text
+        assert response.json()["code"] == "service_unavailable"
+        assert response.headers["retry-after"] == "5"
+        assert stored == 0

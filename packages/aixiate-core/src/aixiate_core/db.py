@@ -150,7 +150,11 @@ def _use_real_sqlite_transactions(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN")
+        # IMMEDIATE: take the write lock at BEGIN, waiting for it (the busy timeout).
+        # A deferred transaction that read before another writer committed can never
+        # write: SQLite fails it at once with "database is locked", whatever the
+        # timeout. SQLite has one writer anyway; this makes transactions queue for it.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

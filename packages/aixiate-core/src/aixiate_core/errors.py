@@ -5,6 +5,7 @@ cache outages, and bugs) leaves through :func:`problem_response`, so the body sh
 ``request_id`` are the same everywhere and nothing internal leaks.
 """
 
+import sqlite3
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any, ClassVar
@@ -279,8 +280,18 @@ def is_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, (ConnectionError, TimeoutError))
 
 
+def is_database_busy(exc: BaseException) -> bool:
+    """SQLite's single write lock still held by another transaction after the busy
+    timeout: contention, to retry shortly, not a bug."""
+    return (
+        isinstance(exc, DBAPIError)
+        and isinstance(exc.orig, sqlite3.OperationalError)
+        and "database is locked" in str(exc.orig)
+    )
+
+
 async def _db_error(request: Request, exc: Exception) -> JSONResponse:
-    if is_connection_error(exc):
+    if is_connection_error(exc) or is_database_busy(exc):
         return await _backend_unavailable(request, exc)
     raise exc
 
