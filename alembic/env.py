@@ -41,9 +41,9 @@ def _render_item(type_: str, obj: object, ctx: AutogenContext) -> str | Literal[
     return False
 
 
-# The monthly partitions of audit_event on PostgreSQL are created by migrations and
+# The monthly and default partitions of audit_event on PostgreSQL are created by migrations and
 # housekeeping, not by models: autogenerate must neither drop nor compare them.
-_AUDIT_PARTITION = re.compile(r"^audit_event_p\d{6}$")
+_AUDIT_PARTITION = re.compile(r"^audit_event_(p\d{6}|default)$")
 
 
 def _include_object_for(dialect: str) -> IncludeObject:

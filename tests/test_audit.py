@@ -17,6 +17,7 @@ import pytest
 from aixiate_api.app import API_PREFIX, create_app
 from aixiate_api.wiring import purge_jobs
 from aixiate_audit import retention
+from aixiate_audit import service as audit_service
 from aixiate_audit.models import AuditEvent
 from aixiate_audit.repository import AuditRepository
 from aixiate_auth.settings import AuthSettings
@@ -29,9 +30,11 @@ from aixiate_users.dependencies import CurrentUser
 from aixiate_users.schemas import AdminUserCreate, UserUpdate
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
+from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select, update
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 API = API_PREFIX
 type RunCommand = Callable[..., subprocess.CompletedProcess[str]]
@@ -391,6 +394,17 @@ class TestNoSecrets:
         await service.client.post(
             f"{API}/auth/refresh", json={"refresh_token": pair["refresh_token"]}
         )
+        # ... and refused tokens and passwords, each committed on its own.
+        refused = await refuse_everything(service, email)
+        failures = [await events_of(engine, response) for response in refused]
+        assert [[(e.event_type, e.success) for e in found] for found in failures] == [
+            [("auth.refresh.failed", False)],
+            [("user.email.verify.failed", False)],
+            [("user.email.change.failed", False)],
+            [("auth.password.reset.failed", False)],
+            [("user.email.change_request.failed", False)],
+            [("user.delete.failed", False)],
+        ]
         log = capsys.readouterr()
         async with create_sessionmaker(engine)() as session:
             rows = (await session.exec(select(AuditEvent))).all()
@@ -400,6 +414,30 @@ class TestNoSecrets:
         assert len(secrets) > 20
         leaked = [value[:12] for value in secrets if value in table or value in log.err + log.out]
         assert leaked == []
+
+
+async def refuse_everything(s: Service, email: str) -> list[httpx.Response]:
+    """Requests that present an unknown token or a wrong password, one per route that
+    audits its refusals; every token and password goes into ``s.secrets``."""
+    tokens = [f"refused-{uuid4().hex}{uuid4().hex}" for _ in range(4)]
+    wrong, new = password(), password()
+    s.secrets.update((*tokens, wrong, new))
+    pair = await s.login(*(await s.create_user())[:2])
+    me = bearer(pair["access_token"])
+    responses = [
+        await s.client.post(f"{API}/auth/refresh", json={"refresh_token": tokens[0]}),
+        await s.client.post(f"{API}/auth/verify-email", json={"token": tokens[1]}),
+        await s.client.post(f"{API}/auth/confirm-email", json={"token": tokens[2]}),
+        await s.client.post(
+            f"{API}/auth/password/reset", json={"token": tokens[3], "new_password": new}
+        ),
+        await s.client.post(
+            f"{API}/users/me/email", json={"new_email": email, "password": wrong}, headers=me
+        ),
+        await s.client.request("DELETE", f"{API}/users/me", json={"password": wrong}, headers=me),
+    ]
+    assert [r.status_code for r in responses] == [401, 400, 400, 400, 403, 403]
+    return responses
 
 
 class TestAtomicity:
@@ -515,12 +553,75 @@ class TestRetention:
                 assert len(old) == 1
                 ahead = await retention.ensure_partitions(session, now, 6)
                 assert len(ahead) == 3  # the migration made this month and three more
+                # A newest event, whatever ran before: prune never empties the chain.
+                session.add(audit_service.build_event("test.head"))
+                await session.flush()
                 result = await retention.prune(session, now, retention_days=365)
                 assert result.partitions_dropped == tuple(old)
                 assert (await AuditRepository(session).verify_chain()).ok
                 await session.rollback()
         finally:
             await engine.dispose()
+
+    async def test_an_event_of_a_month_without_partition_is_kept_then_moved(
+        self, settings: Settings
+    ) -> None:
+        engine = create_engine(settings)
+        try:
+            async with create_sessionmaker(engine)() as session:
+                if not await retention.is_partitioned(session):
+                    pytest.skip("partitions are PostgreSQL's")
+                later = utc_now() + timedelta(days=400)  # far past the months made ahead
+                stray = audit_service.build_event("test.stray")
+                stray.occurred_at = later
+                session.add(stray)
+                await session.flush()
+                assert await _partition_of(session, stray.id) == "audit_event_default"
+
+                created = await retention.ensure_partitions(session, later, 0)
+
+                assert created == [retention.partition_name(retention.month_start(later))]
+                assert await _partition_of(session, stray.id) == created[0]
+                assert (await AuditRepository(session).verify_chain()).ok
+                await session.rollback()
+        finally:
+            await engine.dispose()
+
+    async def test_prune_deletes_old_strays_of_the_default_partition(
+        self, settings: Settings
+    ) -> None:
+        engine = create_engine(settings)
+        try:
+            async with create_sessionmaker(engine)() as session:
+                if not await retention.is_partitioned(session):
+                    pytest.skip("partitions are PostgreSQL's")
+                now = utc_now()
+                stray = audit_service.build_event("test.stray")
+                stray.occurred_at = now - timedelta(days=800)  # a month with no partition
+                session.add(stray)
+                session.add(audit_service.build_event("test.head"))
+                await session.flush()
+                assert await _partition_of(session, stray.id) == "audit_event_default"
+
+                result = await retention.prune(session, now, retention_days=365)
+
+                assert result.rows_deleted == 1
+                connection = await session.connection()
+                left = await connection.execute(
+                    text("SELECT count(*) FROM audit_event WHERE id = :id"), {"id": stray.id}
+                )
+                assert left.scalar_one() == 0
+                await session.rollback()
+        finally:
+            await engine.dispose()
+
+
+async def _partition_of(session: AsyncSession, event_id: UUID) -> str:
+    connection = await session.connection()
+    found = await connection.execute(
+        text("SELECT tableoid::regclass::text FROM audit_event WHERE id = :id"), {"id": event_id}
+    )
+    return str(found.scalar_one())
 
 
 class TestCommandLine:

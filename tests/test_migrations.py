@@ -22,7 +22,7 @@ def _settings(url: str) -> Settings:
 
 
 #: audit_event's monthly partitions on PostgreSQL: tables of the database, not models.
-AUDIT_PARTITION = re.compile(r"^audit_event_p\d{6}$")
+AUDIT_PARTITION = re.compile(r"^audit_event_(p\d{6}|default)$")
 
 
 async def _partitions(url: str) -> set[str]:
@@ -57,7 +57,9 @@ class TestMigrations:
         if empty_database_url.startswith("sqlite"):
             assert partitions == set()
         else:
-            assert len(partitions) == 4  # this month and the next three
+            # This month and the next three, and the default for any other month.
+            assert len(partitions) == 5
+            assert "audit_event_default" in partitions
 
     def test_existing_events_are_chained_by_the_upgrade(self, empty_database_url: str) -> None:
         config = migrations.alembic_config(_settings(empty_database_url))

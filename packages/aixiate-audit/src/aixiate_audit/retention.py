@@ -1,8 +1,9 @@
 """Retention of the audit log: monthly partitions on PostgreSQL, row deletes elsewhere.
 
 On PostgreSQL the migration creates ``audit_event`` range-partitioned by month on
-``occurred_at`` (partitions ``audit_event_pYYYYMM``). :func:`ensure_partitions` keeps the
-next months ready (an insert into a month without a partition would fail), and
+``occurred_at`` (partitions ``audit_event_pYYYYMM``, and ``audit_event_default`` for an
+event whose month has none). :func:`ensure_partitions` keeps the next months ready (and
+moves a month's strays out of the default partition when it creates the month), and
 :func:`prune` drops whole partitions whose month ended before the retention cutoff,
 which costs the same for a million rows as for ten, leaves no dead tuples behind, and
 needs no VACUUM. Elsewhere (SQLite, or a table built with ``create_all``) it deletes rows.
@@ -31,6 +32,8 @@ from aixiate_audit.settings import AuditSettings
 log = structlog.get_logger()
 
 _PARTITION = re.compile(rf"^{TABLE_NAME}_p(\d{{4}})(\d{{2}})$")
+#: Where an event goes when its month has no partition (created by a migration).
+DEFAULT_PARTITION = f"{TABLE_NAME}_default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +88,60 @@ async def partitions(session: AsyncSession) -> dict[str, datetime]:
     return found
 
 
+async def _has_default(session: AsyncSession) -> bool:
+    found = await session.exec(
+        select(text("1")).where(text("to_regclass(:default) IS NOT NULL")),
+        params={"default": DEFAULT_PARTITION},
+    )
+    return found.first() is not None
+
+
+async def _create_partition(
+    session: AsyncSession, name: str, start: datetime, end: datetime
+) -> None:
+    """Creates a month's partition, first moving that month's events out of the default
+    partition, where they landed while the month had none (PostgreSQL refuses to create
+    a partition whose rows sit in the default). The rows move verbatim: the chain holds."""
+    # Names and bounds are computed here from dates and constants, never from input.
+    create = (
+        f'CREATE TABLE IF NOT EXISTS "{name}" PARTITION OF "{TABLE_NAME}" '
+        f"FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')"
+    )
+    month = {"start": start, "end": end}
+    in_month = "occurred_at >= :start AND occurred_at < :end"
+    connection = await session.connection()
+    stranded = (
+        await _has_default(session)
+        and (
+            await connection.execute(
+                text(f'SELECT 1 FROM "{DEFAULT_PARTITION}" WHERE {in_month} LIMIT 1'),  # noqa: S608
+                month,
+            )
+        ).first()
+        is not None
+    )
+    if not stranded:
+        await _ddl(session, create)
+        return
+    await _ddl(session, f'ALTER TABLE "{TABLE_NAME}" DETACH PARTITION "{DEFAULT_PARTITION}"')
+    await _ddl(session, create)
+    await connection.execute(
+        text(
+            f'INSERT INTO "{TABLE_NAME}" '  # noqa: S608
+            f'SELECT * FROM "{DEFAULT_PARTITION}" WHERE {in_month}'
+        ),
+        month,
+    )
+    await connection.execute(
+        text(f'DELETE FROM "{DEFAULT_PARTITION}" WHERE {in_month}'),  # noqa: S608
+        month,
+    )
+    await _ddl(
+        session, f'ALTER TABLE "{TABLE_NAME}" ATTACH PARTITION "{DEFAULT_PARTITION}" DEFAULT'
+    )
+    log.warning("audit.partition.rows_moved", partition=name)
+
+
 async def ensure_partitions(session: AsyncSession, now: datetime, months_ahead: int) -> list[str]:
     """Creates the partitions of the current month and ``months_ahead`` after it that do
     not exist yet; returns their names. Does nothing on an unpartitioned table."""
@@ -97,12 +154,7 @@ async def ensure_partitions(session: AsyncSession, now: datetime, months_ahead: 
         end = next_month(start)
         name = partition_name(start)
         if name not in existing:
-            # Names and bounds are computed here from dates, never from input.
-            await _ddl(
-                session,
-                f'CREATE TABLE IF NOT EXISTS "{name}" PARTITION OF "{TABLE_NAME}" '
-                f"FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')",
-            )
+            await _create_partition(session, name, start, end)
             created.append(name)
         start = end
     if created:
@@ -132,7 +184,19 @@ async def prune(session: AsyncSession, now: datetime, retention_days: int) -> Pr
             if end <= cutoff and end <= head_time:
                 await _ddl(session, f'DROP TABLE "{name}"')
                 dropped.append(name)
-        result = PruneResult(cutoff=cutoff, partitions_dropped=tuple(dropped))
+        strays = 0
+        if await _has_default(session):
+            # Stray old events in the default partition go by row (never the newest).
+            connection = await session.connection()
+            stray = await connection.execute(
+                text(
+                    f'DELETE FROM "{DEFAULT_PARTITION}" '  # noqa: S608
+                    "WHERE occurred_at < :cutoff AND seq < :head"
+                ),
+                {"cutoff": cutoff, "head": head_seq},
+            )
+            strays = stray.rowcount
+        result = PruneResult(cutoff=cutoff, rows_deleted=strays, partitions_dropped=tuple(dropped))
     else:
         # By seq, not by time: everything before the oldest event that is still kept.
         keep_from = (
