@@ -1,3 +1,4 @@
+import asyncio
 from uuid import uuid4
 
 import pytest
@@ -82,6 +83,25 @@ class TestRecordNow:
                 .order_by(col(AuditEvent.occurred_at))
             )
             assert [e.reason for e in result.all()] == ["first", "second", "third"]
+
+
+class TestRecordFailure:
+    async def test_ends_the_callers_transaction_and_commits_on_its_own(
+        self, engine: AsyncEngine
+    ) -> None:
+        event_type = f"test.failed.{uuid4().hex}"
+        sessionmaker = create_sessionmaker(engine)
+        async with sessionmaker() as session:
+            # The caller's transaction holds the write lock (SQLite) and the chain's
+            # append lock (PostgreSQL): without the rollback the audit commit would wait.
+            await audit_service.record(session, event_type, reason="rolled_back")
+            async with asyncio.timeout(10):
+                event = await audit_service.record_failure(
+                    session, sessionmaker, event_type, actor_id=uuid4(), reason="bad_password"
+                )
+            assert not session.in_transaction()
+        events = await _events(engine, event_type)
+        assert [(e.id, e.reason, e.success) for e in events] == [(event.id, "bad_password", False)]
 
 
 class TestScrubbing:

@@ -2,6 +2,7 @@
 app's own outbox."""
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -90,6 +91,29 @@ async def events(db: Sessions, event_type: str, target_id: UUID) -> list[AuditEv
             .where(AuditEvent.target_id == str(target_id))
         )
         return list((await session.exec(statement)).all())
+
+
+async def reset_refusals(db: Sessions, *responses: httpx.Response) -> list[AuditEvent]:
+    """The ``auth.password.reset.failed`` events of these requests, one each, all failures
+    committed despite the request's rollback and holding neither token nor password."""
+    ids = [response.headers["x-request-id"] for response in responses]
+    async with db() as session:
+        statement = (
+            select(AuditEvent)
+            .where(AuditEvent.event_type == "auth.password.reset.failed")
+            .where(col(AuditEvent.request_id).in_(ids))
+        )
+        found = {event.request_id: event for event in (await session.exec(statement)).all()}
+    assert set(found) == set(ids)
+    for response in responses:
+        problem(response, 400, "invalid_or_expired_token")
+        event = found[response.headers["x-request-id"]]
+        assert event.success is False
+        assert event.target_id == (str(event.actor_id) if event.actor_id else None)
+        stored = json.dumps(event.model_dump(mode="json"))
+        for secret in json.loads(response.request.content).values():
+            assert secret not in stored
+    return [found[request_id] for request_id in ids]
 
 
 async def expire_token(db: Sessions, token: str) -> None:
@@ -211,6 +235,8 @@ class TestReset:
         assert first.status_code == 204
         problem(second, 400, "invalid_or_expired_token")
         assert await login_status(api, user.email, NEW_PASSWORD) == 200
+        (event,) = await reset_refusals(db, second)
+        assert (event.reason, event.actor_id) == ("used", user.id)
 
     async def test_concurrent_uses_of_one_token_let_one_through(
         self, api: httpx.AsyncClient, make_user: UserFactory, runtime: AuthRuntime, db: Sessions
@@ -226,6 +252,8 @@ class TestReset:
         )
 
         assert sorted(r.status_code for r in responses) == [204, 400, 400, 400, 400]
+        refused = await reset_refusals(db, *(r for r in responses if r.status_code == 400))
+        assert {(event.reason, event.actor_id) for event in refused} == {("used", user.id)}
 
     async def test_expired_token(
         self, api: httpx.AsyncClient, make_user: UserFactory, runtime: AuthRuntime, db: Sessions
@@ -238,11 +266,15 @@ class TestReset:
 
         problem(response, 400, "invalid_or_expired_token")
         assert await login_status(api, user.email, PASSWORD) == 200
+        (event,) = await reset_refusals(db, response)
+        assert (event.reason, event.actor_id) == ("expired", user.id)
 
-    async def test_unknown_token(self, api: httpx.AsyncClient) -> None:
+    async def test_unknown_token(self, api: httpx.AsyncClient, db: Sessions) -> None:
         response = await api.post(RESET, json={"token": "x" * 43, "new_password": NEW_PASSWORD})
 
         problem(response, 400, "invalid_or_expired_token")
+        (event,) = await reset_refusals(db, response)
+        assert (event.reason, event.actor_id, event.target_type) == ("unknown_token", None, None)
 
     async def test_weak_password_keeps_the_token_usable(
         self,
@@ -298,9 +330,11 @@ class TestReset:
         response = await api.post(RESET, json={"token": token, "new_password": NEW_PASSWORD})
 
         problem(response, 400, "invalid_or_expired_token")
+        (event,) = await reset_refusals(db, response)
+        assert (event.reason, event.actor_id) == ("inactive", user.id)
 
     async def test_verification_token_is_not_a_reset_token(
-        self, api: httpx.AsyncClient, new_email: Callable[..., str], mailbox: Any
+        self, api: httpx.AsyncClient, new_email: Callable[..., str], mailbox: Any, db: Sessions
     ) -> None:
         email = new_email()
         await api.post("/api/v1/auth/register", json={"email": email, "password": PASSWORD})
@@ -309,6 +343,10 @@ class TestReset:
         response = await api.post(RESET, json={"token": verification, "new_password": NEW_PASSWORD})
 
         problem(response, 400, "invalid_or_expired_token")
+        (event,) = await reset_refusals(db, response)
+        async with db() as session:
+            owner = (await session.exec(select(User).where(col(User.email) == email))).one()
+        assert (event.reason, event.actor_id) == ("wrong_purpose", owner.id)
 
 
 class TestChange:

@@ -1,10 +1,12 @@
 """Registration and email verification over HTTP, against the app's real outbox."""
 
 import asyncio
+import json
 import re
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
+from uuid import UUID
 
 import httpx
 import pytest
@@ -76,6 +78,29 @@ async def audit_events(engine: AsyncEngine, event_type: str, target_id: object) 
             .where(AuditEvent.target_id == str(target_id))
         )
         return list((await session.exec(statement)).all())
+
+
+async def refusal(
+    engine: AsyncEngine,
+    response: httpx.Response,
+    event_type: str,
+    reason: str,
+    user_id: UUID | None,
+) -> AuditEvent:
+    """The refused request's failure event: committed despite the request's rollback,
+    saying why, about the token's owner when the token is ours, and holding no token."""
+    async with create_sessionmaker(engine)() as session:
+        statement = (
+            select(AuditEvent)
+            .where(AuditEvent.event_type == event_type)
+            .where(AuditEvent.request_id == response.headers["x-request-id"])
+        )
+        (event,) = (await session.exec(statement)).all()
+    assert (event.success, event.reason, event.actor_id) == (False, reason, user_id)
+    assert event.target_id == (None if user_id is None else str(user_id))
+    token = json.loads(response.request.content)["token"]
+    assert token not in json.dumps(event.model_dump(mode="json"))
+    return event
 
 
 async def expire(engine: AsyncEngine, token: str) -> None:
@@ -419,7 +444,7 @@ class TestVerifyEmail:
         http.assert_never_shown(PASSWORD, stored.password_hash, token)
 
     async def test_token_works_once(
-        self, http: Recorder, mailbox: Any, new_email: EmailFactory
+        self, http: Recorder, engine: AsyncEngine, mailbox: Any, new_email: EmailFactory
     ) -> None:
         email = new_email()
         await http.post(REGISTER, json={"email": email, "password": PASSWORD})
@@ -430,6 +455,7 @@ class TestVerifyEmail:
 
         assert first.status_code == 200
         problem(second, 400, "invalid_or_expired_token")
+        await refusal(engine, second, "user.email.verify.failed", "used", UUID(first.json()["id"]))
 
     async def test_expired_token(
         self, http: Recorder, engine: AsyncEngine, mailbox: Any, new_email: EmailFactory
@@ -445,13 +471,16 @@ class TestVerifyEmail:
         user = await user_by_email(engine, email)
         assert user is not None
         assert user.is_verified is False
+        await refusal(engine, response, "user.email.verify.failed", "expired", user.id)
 
-    async def test_unknown_token(self, http: Recorder) -> None:
+    async def test_unknown_token(self, http: Recorder, engine: AsyncEngine) -> None:
         response = await http.post(VERIFY, json={"token": "x" * 43})
 
         body = problem(response, 400, "invalid_or_expired_token")
         assert "www-authenticate" not in response.headers
         assert body["detail"]
+        event = await refusal(engine, response, "user.email.verify.failed", "unknown_token", None)
+        assert (event.target_type, event.data) == (None, {})
 
     async def test_token_of_another_purpose_is_refused(
         self, http: Recorder, engine: AsyncEngine, new_email: EmailFactory
@@ -468,7 +497,10 @@ class TestVerifyEmail:
                 ttl=timedelta(hours=1),
             )
 
-        problem(await http.post(VERIFY, json={"token": reset}), 400, "invalid_or_expired_token")
+        response = await http.post(VERIFY, json={"token": reset})
+
+        problem(response, 400, "invalid_or_expired_token")
+        await refusal(engine, response, "user.email.verify.failed", "wrong_purpose", user.id)
 
     async def test_link_for_a_previous_address_is_refused(
         self, http: Recorder, engine: AsyncEngine, mailbox: Any, new_email: EmailFactory
@@ -476,12 +508,39 @@ class TestVerifyEmail:
         email = new_email()
         await http.post(REGISTER, json={"email": email, "password": PASSWORD})
         token = (await mailbox.last(email, "verify_email")).token
+        user = await user_by_email(engine, email)
+        assert user is not None
         async with create_sessionmaker(engine)() as session, session.begin():
             await session.exec(
                 update(User).where(col(User.email) == email).values(email=new_email("moved"))
             )
 
-        problem(await http.post(VERIFY, json={"token": token}), 400, "invalid_or_expired_token")
+        response = await http.post(VERIFY, json={"token": token})
+
+        problem(response, 400, "invalid_or_expired_token")
+        await refusal(engine, response, "user.email.verify.failed", "email_changed", user.id)
+
+    async def test_deactivated_account_is_refused_and_keeps_its_token(
+        self, http: Recorder, engine: AsyncEngine, mailbox: Any, new_email: EmailFactory
+    ) -> None:
+        email = new_email()
+        await http.post(REGISTER, json={"email": email, "password": PASSWORD})
+        token = (await mailbox.last(email, "verify_email")).token
+        user = await user_by_email(engine, email)
+        assert user is not None
+        async with create_sessionmaker(engine)() as session, session.begin():
+            await session.exec(update(User).where(col(User.id) == user.id).values(is_active=False))
+
+        response = await http.post(VERIFY, json={"token": token})
+
+        problem(response, 400, "invalid_or_expired_token")
+        await refusal(engine, response, "user.email.verify.failed", "inactive", user.id)
+        # The refusal rolled back the token's consumption, as before it was audited.
+        async with create_sessionmaker(engine)() as session:
+            stored = await session.exec(
+                select(ActionToken).where(col(ActionToken.token_hash) == token_digest(token))
+            )
+            assert stored.one().used_at is None
 
     @pytest.mark.parametrize(
         "body", [{}, {"token": ""}, {"token": 123}, {"token": None}, {"token": "t" * 257}]
@@ -652,28 +711,33 @@ class TestConfirmEmail:
         again = await http.post(CONFIRM, json={"token": token})
         assert again.status_code == 400
         assert again.json()["status"] == 400
+        await refusal(engine, again, "user.email.change.failed", "used", user.id)
         # The verification link of the old address proves nothing about the new one.
         stale = await http.post(VERIFY, json={"token": verification})
         problem(stale, 400, "invalid_or_expired_token")
         http.assert_never_shown(token, verification, PASSWORD)
 
-    async def test_unknown_token(self, http: Recorder) -> None:
+    async def test_unknown_token(self, http: Recorder, engine: AsyncEngine) -> None:
         response = await http.post(CONFIRM, json={"token": "y" * 43})
 
         assert response.status_code == 400
         assert response.headers["content-type"] == PROBLEM_CONTENT_TYPE
         assert "www-authenticate" not in response.headers
+        await refusal(engine, response, "user.email.change.failed", "unknown_token", None)
 
     async def test_verification_token_is_not_a_change_token(
-        self, http: Recorder, mailbox: Any, new_email: EmailFactory
+        self, http: Recorder, engine: AsyncEngine, mailbox: Any, new_email: EmailFactory
     ) -> None:
         email = new_email()
         await http.post(REGISTER, json={"email": email, "password": PASSWORD})
         verification = (await mailbox.last(email, "verify_email")).token
+        user = await user_by_email(engine, email)
+        assert user is not None
 
         response = await http.post(CONFIRM, json={"token": verification})
 
         assert response.status_code == 400
+        await refusal(engine, response, "user.email.change.failed", "wrong_purpose", user.id)
 
     @pytest.mark.parametrize("body", [{}, {"token": ""}, {"token": 1}, {"token": "t" * 257}])
     async def test_invalid_bodies(self, http: Recorder, body: dict[str, Any]) -> None:

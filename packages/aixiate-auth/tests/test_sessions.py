@@ -92,6 +92,30 @@ async def events_about(db: Sessions, event_type: str, target_id: object) -> list
         return list((await session.exec(statement)).all())
 
 
+async def events_of(db: Sessions, response: httpx.Response, event_type: str) -> list[AuditEvent]:
+    async with db() as session:
+        statement = (
+            select(AuditEvent)
+            .where(AuditEvent.event_type == event_type)
+            .where(AuditEvent.request_id == response.headers["x-request-id"])
+        )
+        return list((await session.exec(statement)).all())
+
+
+async def refresh_refused(
+    db: Sessions, response: httpx.Response, reason: str, user_id: UUID | None
+) -> AuditEvent:
+    """The request's ``auth.refresh.failed`` event, which outlived its rollback."""
+    rejected(response)
+    (event,) = await events_of(db, response, "auth.refresh.failed")
+    assert (event.success, event.reason, event.actor_id) == (False, reason, user_id)
+    assert event.target_id == (str(user_id) if user_id else None)
+    assert event.target_type == ("user" if user_id else None)
+    body = json.loads(response.request.content)
+    assert body["refresh_token"] not in json.dumps(event.model_dump(mode="json"))
+    return event
+
+
 class TestRefresh:
     async def test_rotates_the_refresh_token(
         self, api: httpx.AsyncClient, make_user: UserFactory, login: Login
@@ -144,6 +168,8 @@ class TestRefresh:
         assert event.target_type == "session"
         (alert,) = await mailbox.to(user.email, "session_reuse")
         assert "Grace Hopper" in alert.message.text
+        # Reuse has its own event, not a second one as a plain refusal.
+        assert await events_of(db, reused, "auth.refresh.failed") == []
 
     async def test_reuse_leaves_the_users_other_sessions_alone(
         self, api: httpx.AsyncClient, make_user: UserFactory, login: Login
@@ -170,10 +196,11 @@ class TestRefresh:
         problem(reused, 401, "token_reused")
         assert await mailbox.to(user.email, "session_reuse") == []
 
-    async def test_unknown_refresh_token(self, api: httpx.AsyncClient) -> None:
+    async def test_unknown_refresh_token(self, api: httpx.AsyncClient, db: Sessions) -> None:
         response = await api.post(REFRESH, json={"refresh_token": "x" * 43})
 
-        rejected(response)
+        event = await refresh_refused(db, response, "unknown_token", None)
+        assert event.data == {}
 
     async def test_access_token_is_not_a_refresh_token(
         self, api: httpx.AsyncClient, make_user: UserFactory, login: Login
@@ -195,13 +222,16 @@ class TestRefresh:
         problem(await api.post(REFRESH, json=body), 422, "validation_error")
 
     async def test_logged_out_session_cannot_refresh(
-        self, api: httpx.AsyncClient, make_user: UserFactory, login: Login
+        self, api: httpx.AsyncClient, make_user: UserFactory, login: Login, db: Sessions
     ) -> None:
         user = await make_user()
         pair = await login(user.email)
         await api.post(LOGOUT, headers=bearer(pair["access_token"]))
 
-        rejected(await api.post(REFRESH, json={"refresh_token": pair["refresh_token"]}))
+        response = await api.post(REFRESH, json={"refresh_token": pair["refresh_token"]})
+
+        event = await refresh_refused(db, response, "session_revoked", user.id)
+        assert event.data == {"session_id": str(session_id_of(pair["access_token"]))}
 
     async def test_deactivated_user_cannot_refresh(
         self, api: httpx.AsyncClient, make_user: UserFactory, login: Login, db: Sessions
@@ -211,7 +241,14 @@ class TestRefresh:
         async with db() as session, session.begin():
             await session.exec(update(User).where(col(User.id) == user.id).values(is_active=False))
 
-        rejected(await api.post(REFRESH, json={"refresh_token": pair["refresh_token"]}))
+        response = await api.post(REFRESH, json={"refresh_token": pair["refresh_token"]})
+
+        await refresh_refused(db, response, "inactive", user.id)
+        # The rotation rolled back with the request: the token was not spent.
+        async with db() as session, session.begin():
+            await session.exec(update(User).where(col(User.id) == user.id).values(is_active=True))
+        again = await api.post(REFRESH, json={"refresh_token": pair["refresh_token"]})
+        assert again.status_code == 200, again.text
 
     async def test_concurrent_use_of_one_token_lets_exactly_one_through(
         self, api: httpx.AsyncClient, make_user: UserFactory, login: Login
@@ -261,7 +298,9 @@ class TestExpiry:
             db, session_id_of(pair["access_token"]), expires_at=utc_now() - timedelta(seconds=1)
         )
 
-        rejected(await api.post(REFRESH, json={"refresh_token": pair["refresh_token"]}))
+        response = await api.post(REFRESH, json={"refresh_token": pair["refresh_token"]})
+
+        await refresh_refused(db, response, "session_expired", user.id)
 
     async def test_refresh_slides_the_idle_expiry(
         self,
@@ -296,7 +335,9 @@ class TestExpiry:
             idle_expires_at=utc_now() - timedelta(seconds=1),
         )
 
-        rejected(await api.post(REFRESH, json={"refresh_token": pair["refresh_token"]}))
+        response = await api.post(REFRESH, json={"refresh_token": pair["refresh_token"]})
+
+        await refresh_refused(db, response, "session_expired", user.id)
 
     async def test_expired_sessions_are_not_listed(
         self, api: httpx.AsyncClient, make_user: UserFactory, login: Login, db: Sessions

@@ -16,7 +16,7 @@ from uuid import uuid4
 
 import httpx
 import pytest
-from aixiate_core.db import STORE_KEY, SessionDep, commit, get_session
+from aixiate_core.db import STORE_KEY, SessionDep, SessionMakerDep, commit, get_session
 from aixiate_core.email import EmailMessage
 from aixiate_core.errors import InvalidToken, install_error_handlers
 from aixiate_core.events import (
@@ -121,8 +121,12 @@ def auth_stand_in() -> APIRouter:
     router = APIRouter(prefix="/auth", tags=["auth"])
 
     @router.post("/confirm-email", response_model=UserRead)
-    async def confirm_email(body: ConfirmEmail, session: SessionDep, events: EventsDep) -> User:
-        return await users_service.confirm_email_change(session, body.token, events=events)
+    async def confirm_email(
+        body: ConfirmEmail, session: SessionDep, sessionmaker: SessionMakerDep, events: EventsDep
+    ) -> User:
+        return await users_service.confirm_email_change(
+            session, body.token, events=events, sessionmaker=sessionmaker
+        )
 
     return router
 

@@ -77,6 +77,17 @@ async def audit_events(session: AsyncSession, event_type: str) -> list[AuditEven
     return list((await session.exec(statement)).all())
 
 
+def assert_refusal(
+    event: AuditEvent, response: httpx.Response, user_id: UUID | None, reason: str
+) -> None:
+    """A failure event of ``response``'s request, about ``user_id``, saying why."""
+    assert event.request_id == response.headers["x-request-id"]
+    assert (event.success, event.reason) == (False, reason)
+    assert event.actor_id == user_id
+    assert event.target_id == (str(user_id) if user_id else None)
+    assert event.target_type == ("user" if user_id else None)
+
+
 def link_token(message: EmailMessage) -> str:
     link = next(word for word in message.text.split() if "token=" in word)
     return link.split("token=", 1)[1]
@@ -401,6 +412,7 @@ class TestEmailChange:
         mailbox: Mailbox,
     ) -> None:
         user = await user_with_password(session, passwords)
+        user_id = user.id
 
         response = await client.post(
             f"{USERS}/me/email",
@@ -410,6 +422,10 @@ class TestEmailChange:
 
         assert_problem(response, 403, "invalid_password")
         assert await mailbox() == []
+        # Committed on its own: it outlives the request's rollback.
+        [event] = await audit_events(session, "user.email.change_request.failed")
+        assert_refusal(event, response, user_id, "bad_password")
+        assert "wrong password!" not in json.dumps(event.data)
 
     async def test_current_address_is_400(
         self,
@@ -483,10 +499,47 @@ class TestEmailChange:
         assert_problem(response, 422, "validation_error")
         assert secret not in response.text
 
-    async def test_unknown_token_is_400(self, client: httpx.AsyncClient) -> None:
+    async def test_unknown_token_is_400(
+        self, client: httpx.AsyncClient, session: AsyncSession
+    ) -> None:
         response = await client.post("/api/v1/auth/confirm-email", json={"token": "nope"})
 
         assert_problem(response, 400, "invalid_or_expired_token")
+        [event] = await audit_events(session, "user.email.change.failed")
+        assert_refusal(event, response, None, "unknown_token")
+
+    async def test_used_token_is_400_and_audited_against_its_owner(
+        self,
+        client: httpx.AsyncClient,
+        session: AsyncSession,
+        passwords: PasswordService,
+        login: Login,
+        mailbox: Mailbox,
+    ) -> None:
+        user = await user_with_password(session, passwords)
+        user_id = user.id
+        await client.post(
+            f"{USERS}/me/email",
+            json={"new_email": "twice@example.com", "password": PASSWORD},
+            headers=login(user),
+        )
+        [confirm] = [m for m in await mailbox() if m.to == "twice@example.com"]
+        token = link_token(confirm)
+        assert (await client.post("/api/v1/auth/confirm-email", json={"token": token})).is_success
+        unknown = await client.post("/api/v1/auth/confirm-email", json={"token": "nope"})
+
+        again = await client.post("/api/v1/auth/confirm-email", json={"token": token})
+
+        # The same answer as for a token that never existed.
+        assert_problem(again, 400, "invalid_or_expired_token")
+        assert again.json() | {"request_id": "", "instance": ""} == unknown.json() | {
+            "request_id": "",
+            "instance": "",
+        }
+        events = await audit_events(session, "user.email.change.failed")
+        [event] = [e for e in events if e.request_id == again.headers["x-request-id"]]
+        assert_refusal(event, again, user_id, "used")
+        assert token not in json.dumps(event.model_dump(mode="json"))
 
     async def test_address_taken_before_the_click_is_409(
         self,
@@ -551,6 +604,7 @@ class TestDeleteMe:
         published: list[object],
     ) -> None:
         user = await user_with_password(session, passwords)
+        user_id = user.id
 
         response = await client.request(
             "DELETE", f"{USERS}/me", json={"password": "guess guess guess"}, headers=login(user)
@@ -558,8 +612,10 @@ class TestDeleteMe:
 
         assert_problem(response, 403, "invalid_password")
         assert published == []
-        assert await session.get(User, user.id) is not None
+        assert await session.get(User, user_id) is not None
         assert await audit_events(session, "user.deleted") == []
+        [event] = await audit_events(session, "user.delete.failed")
+        assert_refusal(event, response, user_id, "bad_password")
 
     @pytest.mark.parametrize(
         "body", [None, {}, {"password": 123}, {"password": PASSWORD, "force": True}]

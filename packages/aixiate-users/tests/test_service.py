@@ -41,6 +41,7 @@ from aixiate_users.schemas import (
 from aixiate_users.settings import UsersSettings
 from aixiate_users.testing import create_user
 from aixiate_users.tokens import TokenPurpose
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -50,6 +51,23 @@ PASSWORD = "correct horse battery staple"
 async def audit_events(session: AsyncSession, event_type: str) -> list[AuditEvent]:
     statement = select(AuditEvent).where(col(AuditEvent.event_type) == event_type)
     return list((await session.exec(statement)).all())
+
+
+def own_sessions(session: AsyncSession) -> async_sessionmaker[AsyncSession]:
+    """What services commit failure events with: sessions on the test's connection, each
+    in a savepoint of its rolled-back transaction, so ``session`` sees their events."""
+    return async_sessionmaker(
+        bind=session.bind,
+        class_=AsyncSession,
+        join_transaction_mode="create_savepoint",
+        expire_on_commit=False,
+    )
+
+
+async def confirm(session: AsyncSession, token: str, events: DomainEvents) -> User:
+    return await users_service.confirm_email_change(
+        session, token, events=events, sessionmaker=own_sessions(session)
+    )
 
 
 async def tokens_of(session: AsyncSession, user: User) -> list[ActionToken]:
@@ -135,6 +153,7 @@ class TestRequestEmailChange:
             passwords=passwords,
             outbox=outbox,
             settings=users_settings,
+            sessionmaker=own_sessions(session),
         )
 
     async def test_free_address_gets_a_link_and_the_old_one_a_notice(
@@ -237,6 +256,8 @@ class TestRequestEmailChange:
         users_settings: UsersSettings,
     ) -> None:
         user = await user_with_password(session, passwords)
+        user_id = user.id
+        await session.commit()  # as a request finds it: the refusal rolls back its own work
 
         with pytest.raises(InvalidPassword):
             await self.request(
@@ -250,6 +271,14 @@ class TestRequestEmailChange:
             )
 
         assert await queued(session, outbox) == []
+        assert await audit_events(session, "user.email.change_requested") == []
+        [event] = await audit_events(session, "user.email.change_request.failed")
+        assert (event.actor_id, event.target_type, event.target_id) == (
+            user_id,
+            "user",
+            str(user_id),
+        )
+        assert (event.success, event.reason, event.data) == (False, "bad_password", {})
 
     async def test_account_without_password_is_refused(
         self,
@@ -328,7 +357,7 @@ class TestConfirmEmailChange:
         user = await create_user(session, email="before@example.com", is_verified=False)
         token = await self.issue(session, user, "after@example.com")
 
-        confirmed = await users_service.confirm_email_change(session, token, events=events)
+        confirmed = await confirm(session, token, events)
 
         assert confirmed is user
         assert (user.email, user.is_verified) == ("after@example.com", True)
@@ -341,19 +370,34 @@ class TestConfirmEmailChange:
         )
         assert event.data == {"old_email": "b***@e***.com", "new_email": "a***@e***.com"}
 
+    async def refusals(self, session: AsyncSession) -> list[tuple[UUID | None, str | None]]:
+        """(actor, reason) of every refused confirmation, oldest first; never a token."""
+        events = await audit_events(session, "user.email.change.failed")
+        for event in events:
+            assert event.success is False
+            assert event.target_id == (str(event.actor_id) if event.actor_id else None)
+            assert event.data == {}
+        return [(e.actor_id, e.reason) for e in sorted(events, key=lambda e: e.seq or 0)]
+
     async def test_token_works_once(self, session: AsyncSession, events: DomainEvents) -> None:
         user = await create_user(session)
+        user_id = user.id
         token = await self.issue(session, user, "once@example.com")
-        await users_service.confirm_email_change(session, token, events=events)
+        await confirm(session, token, events)
+        await session.commit()  # the first request's work is committed
 
         with pytest.raises(InvalidActionToken):
-            await users_service.confirm_email_change(session, token, events=events)
+            await confirm(session, token, events)
+
+        assert await self.refusals(session) == [(user_id, "used")]
+        assert len(await audit_events(session, "user.email.changed")) == 1
 
     @pytest.mark.parametrize("purpose", [TokenPurpose.VERIFY_EMAIL, TokenPurpose.RESET_PASSWORD])
     async def test_token_of_another_purpose_is_refused(
         self, session: AsyncSession, events: DomainEvents, purpose: TokenPurpose
     ) -> None:
         user = await create_user(session)
+        user_id = user.id
         token = await tokens.issue(
             session,
             user_id=user.id,
@@ -361,29 +405,66 @@ class TestConfirmEmailChange:
             ttl=timedelta(hours=1),
             data={"new_email": "x@example.com"},
         )
+        await session.commit()
 
         with pytest.raises(InvalidActionToken):
-            await users_service.confirm_email_change(session, token, events=events)
+            await confirm(session, token, events)
+
+        assert await self.refusals(session) == [(user_id, "wrong_purpose")]
 
     async def test_unknown_and_expired_tokens_are_refused(
         self, session: AsyncSession, events: DomainEvents
     ) -> None:
         user = await create_user(session)
+        user_id = user.id
         expired = await self.issue(session, user, "late@example.com", ttl=timedelta(seconds=-1))
+        await session.commit()
 
         for token in (expired, "no-such-token", ""):
             with pytest.raises(InvalidActionToken):
-                await users_service.confirm_email_change(session, token, events=events)
-        assert user.email != "late@example.com"
+                await confirm(session, token, events)
+
+        stored = await session.get(User, user_id)
+        assert stored is not None
+        assert stored.email != "late@example.com"
+        assert await self.refusals(session) == [
+            (user_id, "expired"),
+            (None, "unknown_token"),
+            (None, "unknown_token"),
+        ]
 
     async def test_deactivated_account_cannot_confirm(
         self, session: AsyncSession, events: DomainEvents
     ) -> None:
         user = await create_user(session, is_active=False)
+        user_id = user.id
         token = await self.issue(session, user, "inactive@example.com")
+        await session.commit()
 
         with pytest.raises(InvalidActionToken):
-            await users_service.confirm_email_change(session, token, events=events)
+            await confirm(session, token, events)
+
+        assert await self.refusals(session) == [(user_id, "inactive")]
+        # The refusal rolled back the consumption: nothing about the token changed.
+        [action] = (
+            await session.exec(select(ActionToken).where(col(ActionToken.user_id) == user_id))
+        ).all()
+        assert action.used_at is None
+
+    async def test_token_without_an_address_is_refused(
+        self, session: AsyncSession, events: DomainEvents
+    ) -> None:
+        user = await create_user(session)
+        user_id = user.id
+        token = await tokens.issue(
+            session, user_id=user.id, purpose=TokenPurpose.CHANGE_EMAIL, ttl=timedelta(hours=1)
+        )
+        await session.commit()
+
+        with pytest.raises(InvalidActionToken):
+            await confirm(session, token, events)
+
+        assert await self.refusals(session) == [(user_id, "malformed_token")]
 
     async def test_address_taken_meanwhile_is_a_conflict(
         self, session: AsyncSession, events: DomainEvents, published: list[object]
@@ -393,7 +474,7 @@ class TestConfirmEmailChange:
         await create_user(session, email="wanted@example.com")
 
         with pytest.raises(EmailTaken):
-            await users_service.confirm_email_change(session, token, events=events)
+            await confirm(session, token, events)
         assert published == []
 
     async def test_unique_index_race_is_a_conflict_not_a_crash(
@@ -406,7 +487,7 @@ class TestConfirmEmailChange:
         monkeypatch.setattr(UserRepository, "get_by_email", _never_found)
 
         with pytest.raises(EmailTaken):
-            await users_service.confirm_email_change(session, token, events=events)
+            await confirm(session, token, events)
 
         # Only the savepoint rolled back: the transaction still works.
         assert await session.get(User, other.id) is not None
@@ -422,7 +503,7 @@ class TestConfirmEmailChange:
         )
         token = await self.issue(session, user, "moved@example.com")
 
-        await users_service.confirm_email_change(session, token, events=events)
+        await confirm(session, token, events)
 
         assert await tokens.consume(session, reset, TokenPurpose.RESET_PASSWORD) is None
 
@@ -451,7 +532,12 @@ class TestDeleteMe:
         bus.subscribe(UserDeleted, on_deleted)
 
         await users_service.delete_me(
-            session, user, PasswordConfirmation(password=PASSWORD), passwords=passwords, events=bus
+            session,
+            user,
+            PasswordConfirmation(password=PASSWORD),
+            passwords=passwords,
+            events=bus,
+            sessionmaker=own_sessions(session),
         )
 
         assert seen == [True]
@@ -472,6 +558,8 @@ class TestDeleteMe:
         self, session: AsyncSession, passwords: PasswordService, events: DomainEvents
     ) -> None:
         user = await user_with_password(session, passwords)
+        user_id = user.id
+        await session.commit()  # as a request finds it: the refusal rolls back its own work
 
         with pytest.raises(InvalidPassword):
             await users_service.delete_me(
@@ -480,10 +568,18 @@ class TestDeleteMe:
                 PasswordConfirmation(password=PASSWORD + "!"),
                 passwords=passwords,
                 events=events,
+                sessionmaker=own_sessions(session),
             )
 
-        assert await session.get(User, user.id) is not None
+        assert await session.get(User, user_id) is not None
         assert await audit_events(session, "user.deleted") == []
+        [event] = await audit_events(session, "user.delete.failed")
+        assert (event.actor_id, event.target_type, event.target_id) == (
+            user_id,
+            "user",
+            str(user_id),
+        )
+        assert (event.success, event.reason) == (False, "bad_password")
 
 
 class TestAdminCreate:

@@ -137,6 +137,37 @@ async def record_now(
     return event
 
 
+async def record_failure(
+    session: AsyncSession,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    event_type: str,
+    *,
+    actor_id: UUID | None = None,
+    target_type: str | None = None,
+    target_id: UUID | str | None = None,
+    reason: str,
+    data: Mapping[str, Any] | None = None,
+) -> AuditEvent:
+    """:func:`record_now` (``success=False``) for a unit of work that is about to fail.
+
+    Rolls ``session`` back first, as the failing request would anyway: its open
+    transaction holds SQLite's write lock (taken at BEGIN) and, once it recorded an event,
+    the chain's append lock, either of which the audit transaction would wait on. The
+    rollback expires the session's objects, so pass ids, not objects read afterwards.
+    """
+    await session.rollback()
+    return await record_now(
+        sessionmaker,
+        event_type,
+        actor_id=actor_id,
+        target_type=target_type,
+        target_id=target_id,
+        success=False,
+        reason=reason,
+        data=data,
+    )
+
+
 @sa_event.listens_for(Session, "after_commit")
 def _log_committed(session: Session) -> None:
     for event in session.info.pop(_UNLOGGED, []):

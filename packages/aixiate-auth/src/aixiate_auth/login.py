@@ -112,10 +112,20 @@ async def refresh(
     except sessions.RefreshReused as reuse:
         await _revoke_reused(session, runtime, outbox, reuse.session_id)
         raise TokenReused() from None
-    except sessions.RefreshRejected:
+    except sessions.RefreshRejected as rejected:
+        await _refresh_failed(
+            session, runtime, rejected.reason, rejected.user_id, rejected.session_id
+        )
         raise InvalidRefreshToken() from None
     user = await session.get(User, issued.session.user_id)
     if user is None or not user.is_active:
+        await _refresh_failed(
+            session,
+            runtime,
+            "unknown_user" if user is None else "inactive",
+            issued.session.user_id,
+            issued.session.id,
+        )
         raise InvalidRefreshToken()
     await audit_service.record(
         session,
@@ -125,6 +135,26 @@ async def refresh(
         target_id=issued.session.id,
     )
     return _pair(runtime, issued, user.role_set)
+
+
+async def _refresh_failed(
+    session: AsyncSession,
+    runtime: AuthRuntime,
+    reason: str,
+    user_id: UUID | None,
+    session_id: UUID | None,
+) -> None:
+    # The rotation this request claimed rolls back with it; the event must not.
+    await audit_service.record_failure(
+        session,
+        runtime.state["sessionmaker"],
+        "auth.refresh.failed",
+        actor_id=user_id,
+        target_type="user" if user_id else None,
+        target_id=user_id,
+        reason=reason,
+        data={"session_id": str(session_id)} if session_id else None,
+    )
 
 
 async def _revoke_reused(

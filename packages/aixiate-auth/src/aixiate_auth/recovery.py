@@ -1,8 +1,11 @@
 """Password forgot, reset and change.
 
 Forgot answers the same for every address; reset and change end sessions (all of them,
-or all but the caller's) and tell the owner by email.
+or all but the caller's) and tell the owner by email. A refused reset token or a wrong
+current password is audited in a transaction of its own, since the request's rolls back.
 """
+
+from uuid import UUID
 
 from aixiate_audit import service as audit_service
 from aixiate_core.db import utc_now
@@ -13,6 +16,7 @@ from aixiate_users.repository import UserRepository
 from aixiate_users.tokens import TokenPurpose
 from aixiate_users.tokens import consume as consume_token
 from aixiate_users.tokens import issue as issue_token
+from aixiate_users.tokens import refusal as token_refusal
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from aixiate_auth import sessions
@@ -51,8 +55,14 @@ async def reset(
     session: AsyncSession, runtime: AuthRuntime, outbox: Outbox, *, token: str, new_password: str
 ) -> None:
     used = await consume_token(session, token, TokenPurpose.RESET_PASSWORD)
-    user = await session.get(User, used.user_id) if used else None
+    if used is None:
+        refusal = await token_refusal(session, token, TokenPurpose.RESET_PASSWORD)
+        await _reset_failed(session, runtime, refusal.reason, refusal.user_id)
+        raise InvalidOrExpiredToken()
+    user = await session.get(User, used.user_id)
     if user is None or not user.is_active:
+        reason = "unknown_user" if user is None else "inactive"
+        await _reset_failed(session, runtime, reason, used.user_id)
         raise InvalidOrExpiredToken()
     # A policy failure raises and rolls the consumed token back: it can be used again.
     runtime.passwords.check_policy(new_password, email=user.email)
@@ -72,6 +82,21 @@ async def reset(
         target_type="user",
         target_id=user.id,
         data={"sessions_revoked": len(revoked)},
+    )
+
+
+async def _reset_failed(
+    session: AsyncSession, runtime: AuthRuntime, reason: str, user_id: UUID | None
+) -> None:
+    # Why the token was refused goes to the audit log only; the caller hears "invalid".
+    await audit_service.record_failure(
+        session,
+        runtime.state["sessionmaker"],
+        "auth.password.reset.failed",
+        actor_id=user_id,
+        target_type="user" if user_id else None,
+        target_id=user_id,
+        reason=reason,
     )
 
 

@@ -6,6 +6,7 @@ The owner of a taken address is told by email instead.
 """
 
 import math
+from uuid import UUID
 
 from aixiate_audit import service as audit_service
 from aixiate_core.outbox import Outbox
@@ -15,6 +16,7 @@ from aixiate_users.models import User
 from aixiate_users.repository import UserRepository, normalize_email
 from aixiate_users.tokens import TokenPurpose
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from aixiate_auth.errors import InvalidOrExpiredToken
@@ -111,12 +113,24 @@ async def send_verification(
     )
 
 
-async def verify_email(session: AsyncSession, token: str) -> User:
+async def verify_email(
+    session: AsyncSession, token: str, *, sessionmaker: async_sessionmaker[AsyncSession]
+) -> User:
+    """Marks the address verified. A refused token is audited (``user.email.verify.failed``,
+    committed on its own) with why, which the caller is never told."""
     used = await tokens.consume(session, token, TokenPurpose.VERIFY_EMAIL)
-    user = None if used is None else await UserRepository(session).get(used.user_id)
-    if used is None or user is None or not user.is_active:
+    if used is None:
+        refusal = await tokens.refusal(session, token, TokenPurpose.VERIFY_EMAIL)
+        await _verify_failed(session, sessionmaker, refusal.reason, refusal.user_id)
+        raise InvalidOrExpiredToken()
+    user = await UserRepository(session).get(used.user_id)
+    if user is None or not user.is_active:
+        reason = "unknown_user" if user is None else "inactive"
+        await _verify_failed(session, sessionmaker, reason, used.user_id)
         raise InvalidOrExpiredToken()
     if used.data.get("email", user.email) != user.email:
+        # The link proves an address the account no longer has.
+        await _verify_failed(session, sessionmaker, "email_changed", user.id)
         raise InvalidOrExpiredToken()
     if not user.is_verified:
         user.is_verified = True
@@ -126,6 +140,23 @@ async def verify_email(session: AsyncSession, token: str) -> User:
             session, "user.email.verified", actor_id=user.id, target_type="user", target_id=user.id
         )
     return user
+
+
+async def _verify_failed(
+    session: AsyncSession,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    reason: str,
+    user_id: UUID | None,
+) -> None:
+    await audit_service.record_failure(
+        session,
+        sessionmaker,
+        "user.email.verify.failed",
+        actor_id=user_id,
+        target_type="user" if user_id else None,
+        target_id=user_id,
+        reason=reason,
+    )
 
 
 async def resend_verification(

@@ -3,7 +3,7 @@
 from typing import Annotated, Any
 from uuid import UUID
 
-from aixiate_core.db import SessionDep
+from aixiate_core.db import SessionDep, SessionMakerDep
 from aixiate_core.errors import RateLimited
 from aixiate_core.events import EventsDep
 from aixiate_core.outbox import OutboxDep
@@ -101,13 +101,15 @@ async def register(
     response_model=UserRead,
     responses=problem_responses(InvalidOrExpiredToken, auth=False),
 )
-async def verify_email(body: EmailVerification, session: SessionDep) -> User:
+async def verify_email(
+    body: EmailVerification, session: SessionDep, sessionmaker: SessionMakerDep
+) -> User:
     """Marks the address verified with the token from the verification email.
 
     Each token works once and expires (24 hours by default); requesting a new one
     retires the earlier ones.
     """
-    return await registration_service.verify_email(session, body.token)
+    return await registration_service.verify_email(session, body.token, sessionmaker=sessionmaker)
 
 
 @router.post(
@@ -137,12 +139,17 @@ async def resend_verification(
     responses=problem_responses(InvalidActionToken, EmailTaken, auth=False),
 )
 async def confirm_email(
-    body: EmailChangeConfirmation, session: SessionDep, events: EventsDep
+    body: EmailChangeConfirmation,
+    session: SessionDep,
+    sessionmaker: SessionMakerDep,
+    events: EventsDep,
 ) -> User:
     """Completes an email change (see `POST /users/me/email`) with the token sent to the
     new address, and marks that address verified. Each token works once and expires
     with the verification TTL."""
-    return await users_service.confirm_email_change(session, body.token, events=events)
+    return await users_service.confirm_email_change(
+        session, body.token, events=events, sessionmaker=sessionmaker
+    )
 
 
 # --- login, tokens and sessions -------------------------------------------------------

@@ -71,7 +71,15 @@ class Issued:
 
 
 class RefreshRejected(Exception):
-    """Unknown, expired or revoked: answered as an invalid token."""
+    """Unknown, expired or revoked: answered as an invalid token.
+
+    ``reason`` and the session (when the token is ours) are for the audit log only."""
+
+    def __init__(self, reason: str, auth_session: AuthSession | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.session_id = auth_session.id if auth_session else None
+        self.user_id = auth_session.user_id if auth_session else None
 
 
 class RefreshReused(Exception):
@@ -153,10 +161,13 @@ async def rotate(
         ).first()
         if known is not None:
             raise RefreshReused(known)
-        raise RefreshRejected()
+        raise RefreshRejected("unknown_token")
     auth_session = await session.get(AuthSession, claimed)
-    if auth_session is None or not is_usable(auth_session, now):
-        raise RefreshRejected()
+    if auth_session is None:
+        raise RefreshRejected("unknown_token")
+    if not is_usable(auth_session, now):
+        reason = "session_revoked" if auth_session.revoked_at is not None else "session_expired"
+        raise RefreshRejected(reason, auth_session)
     auth_session.idle_expires_at = min(
         auth_session.expires_at, now + timedelta(seconds=settings.refresh_token_ttl_seconds)
     )

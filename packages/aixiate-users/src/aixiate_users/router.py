@@ -4,7 +4,7 @@ from typing import Annotated
 
 from aixiate_audit import service as audit_service
 from aixiate_audit.schemas import AuditPage, PageQuery
-from aixiate_core.db import SessionDep
+from aixiate_core.db import SessionDep, SessionMakerDep
 from aixiate_core.events import EventsDep
 from aixiate_core.outbox import OutboxDep
 from aixiate_core.security import (
@@ -75,6 +75,7 @@ async def request_email_change(
     body: EmailChangeRequest,
     user: CurrentUser,
     session: SessionDep,
+    sessionmaker: SessionMakerDep,
     passwords: PasswordServiceDep,
     outbox: OutboxDep,
     settings: UsersSettingsDep,
@@ -87,7 +88,13 @@ async def request_email_change(
     whether or not the new address is free, so it reveals nothing about other accounts.
     A wrong password answers 403 `invalid_password` (the token itself is fine)."""
     await users_service.request_email_change(
-        session, user, body, passwords=passwords, outbox=outbox, settings=settings
+        session,
+        user,
+        body,
+        passwords=passwords,
+        outbox=outbox,
+        settings=settings,
+        sessionmaker=sessionmaker,
     )
     return Accepted(detail=EMAIL_CHANGE_ACCEPTED)
 
@@ -101,13 +108,16 @@ async def delete_me(
     body: PasswordConfirmation,
     user: CurrentUser,
     session: SessionDep,
+    sessionmaker: SessionMakerDep,
     passwords: PasswordServiceDep,
     events: EventsDep,
 ) -> None:
     """Deletes the caller's account for good and ends all its sessions; the current
     password confirms it (403 `invalid_password` when wrong). The audit trail of the
     account is kept."""
-    await users_service.delete_me(session, user, body, passwords=passwords, events=events)
+    await users_service.delete_me(
+        session, user, body, passwords=passwords, events=events, sessionmaker=sessionmaker
+    )
 
 
 @router.get(

@@ -2,7 +2,9 @@
 
 Functions add and flush; the request's session dependency commits (or rolls back on any
 error), so a change, its audit event, its domain event handlers' writes and its emails in
-the outbox commit together or not at all.
+the outbox commit together or not at all. A refused password or token is audited the other
+way round: the function rolls the session back itself and commits the failure event on its
+own (``sessionmaker``), so that the event survives the failing request.
 """
 
 import math
@@ -24,6 +26,7 @@ from aixiate_core.events import (
 from aixiate_core.outbox import Outbox
 from aixiate_core.security import PasswordService, Principal
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from aixiate_users import tokens
@@ -78,18 +81,27 @@ async def request_email_change(
     passwords: PasswordService,
     outbox: Outbox,
     settings: UsersSettings,
+    sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
     """Sends a confirmation link to the new address and a notice to the current one.
 
     A wrong password raises :class:`InvalidPassword` (403 ``invalid_password``): the caller
-    holds a valid token, so 401 would wrongly tell the client its session is gone.
+    holds a valid token, so 401 would wrongly tell the client its session is gone. It is
+    audited as ``user.email.change_request.failed``.
 
     When the new address already belongs to another account, that account's owner gets a
     notice instead of a link, and the caller sees exactly what a successful request shows
     (the same answer, and the same notice to the current address): this endpoint must not
     tell anyone with a login whether an address is registered.
     """
-    await _confirm_password(session, user, body.password, passwords)
+    await _confirm_password(
+        session,
+        user,
+        body.password,
+        passwords,
+        sessionmaker=sessionmaker,
+        failure="user.email.change_request.failed",
+    )
     new_email = normalize_email(body.new_email)
     if new_email == user.email:
         raise EmailUnchanged()
@@ -133,7 +145,13 @@ async def request_email_change(
     )
 
 
-async def confirm_email_change(session: AsyncSession, token: str, *, events: DomainEvents) -> User:
+async def confirm_email_change(
+    session: AsyncSession,
+    token: str,
+    *,
+    events: DomainEvents,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> User:
     """Completes an email change with the token from the confirmation link.
 
     Public for aixiate-auth's ``POST /auth/confirm-email``. Raises
@@ -141,12 +159,22 @@ async def confirm_email_change(session: AsyncSession, token: str, *, events: Dom
     another purpose, or whose account is gone or deactivated, and :class:`EmailTaken` (409)
     when another account took the address since the link was sent. The address is
     verified by the very click, so ``is_verified`` becomes true. Reset and verification
-    links still out for the old address stop working.
+    links still out for the old address stop working. A refused token is audited as
+    ``user.email.change.failed``, with why.
     """
     action = await tokens.consume(session, token, TokenPurpose.CHANGE_EMAIL)
-    new_email = action.data.get("new_email") if action is not None else None
-    user = await UserRepository(session).get(action.user_id) if action is not None else None
-    if user is None or not user.is_active or not isinstance(new_email, str):
+    if action is None:
+        refusal = await tokens.refusal(session, token, TokenPurpose.CHANGE_EMAIL)
+        await _change_failed(session, sessionmaker, refusal.reason, refusal.user_id)
+        raise InvalidActionToken()
+    new_email = action.data.get("new_email")
+    user = await UserRepository(session).get(action.user_id)
+    if user is None or not user.is_active:
+        reason = "unknown_user" if user is None else "inactive"
+        await _change_failed(session, sessionmaker, reason, action.user_id)
+        raise InvalidActionToken()
+    if not isinstance(new_email, str):
+        await _change_failed(session, sessionmaker, "malformed_token", user.id)
         raise InvalidActionToken()
     owner = await UserRepository(session).get_by_email(new_email)
     if owner is not None and owner.id != user.id:
@@ -173,6 +201,23 @@ async def confirm_email_change(session: AsyncSession, token: str, *, events: Dom
     return user
 
 
+async def _change_failed(
+    session: AsyncSession,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    reason: str,
+    user_id: UUID | None,
+) -> None:
+    await audit_service.record_failure(
+        session,
+        sessionmaker,
+        "user.email.change.failed",
+        actor_id=user_id,
+        target_type=TARGET_USER if user_id else None,
+        target_id=user_id,
+        reason=reason,
+    )
+
+
 async def delete_me(
     session: AsyncSession,
     user: User,
@@ -180,14 +225,23 @@ async def delete_me(
     *,
     passwords: PasswordService,
     events: DomainEvents,
+    sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
-    """Deletes the caller's account; a wrong password raises :class:`InvalidPassword` (403).
+    """Deletes the caller's account; a wrong password raises :class:`InvalidPassword` (403),
+    audited as ``user.delete.failed``.
 
     ``UserDeleted`` goes out before the row does, in the same transaction, so subscribers
     (auth revoking every session) still see the user and their writes commit with the
     deletion. The audit event outlives the user: audit keeps ids without foreign keys.
     """
-    await _confirm_password(session, user, body.password, passwords)
+    await _confirm_password(
+        session,
+        user,
+        body.password,
+        passwords,
+        sessionmaker=sessionmaker,
+        failure="user.delete.failed",
+    )
     await _delete(session, user, actor_id=user.id, event_type="user.deleted", events=events)
 
 
@@ -330,10 +384,27 @@ def mask_email(email: str) -> str:
 
 
 async def _confirm_password(
-    session: AsyncSession, user: User, password: str, passwords: PasswordService
+    session: AsyncSession,
+    user: User,
+    password: str,
+    passwords: PasswordService,
+    *,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    failure: str,
 ) -> None:
+    """Raises :class:`InvalidPassword` for a wrong password, after auditing it as
+    ``failure`` (an attempt on a stolen session is exactly what the owner must see)."""
     check = await passwords.verify(password, user.password_hash)
     if not check.valid:
+        await audit_service.record_failure(
+            session,
+            sessionmaker,
+            failure,
+            actor_id=user.id,
+            target_type=TARGET_USER,
+            target_id=user.id,
+            reason="bad_password",
+        )
         raise InvalidPassword()
     if check.new_hash is not None:
         # Upgrade an outdated hash while the plain password is at hand.

@@ -6,6 +6,7 @@ conditional UPDATE, so of two concurrent uses of one token exactly one wins.
 """
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -14,7 +15,7 @@ from uuid import UUID
 from aixiate_core.crypto import new_token, token_digest
 from aixiate_core.db import utc_now
 from sqlalchemy import delete, or_, update
-from sqlmodel import col
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from aixiate_users.models import ActionToken
@@ -87,6 +88,33 @@ async def consume(session: AsyncSession, raw: str, purpose: TokenPurpose) -> Act
     if token_id is None:
         return None
     return await session.get(ActionToken, token_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why :func:`consume` refused a token, for the audit log and never for the client."""
+
+    #: ``unknown_token``, ``wrong_purpose``, ``used`` (spent, or retired by a newer
+    #: token or an address change) or ``expired``.
+    reason: str
+    #: The owner of the token, when the token is ours.
+    user_id: UUID | None = None
+
+
+async def refusal(session: AsyncSession, raw: str, purpose: TokenPurpose) -> Refusal:
+    """Explains a ``None`` from :func:`consume` with the same raw token."""
+    token = (
+        await session.exec(
+            select(ActionToken).where(col(ActionToken.token_hash) == token_digest(raw))
+        )
+    ).first()
+    if token is None:
+        return Refusal("unknown_token")
+    if token.purpose != purpose.value:
+        return Refusal("wrong_purpose", token.user_id)
+    if token.used_at is not None:
+        return Refusal("used", token.user_id)
+    return Refusal("expired", token.user_id)
 
 
 async def purge(session: AsyncSession, now: datetime) -> int:
