@@ -601,22 +601,30 @@ class TestRetention:
         try:
             async with create_sessionmaker(engine)() as session:
                 assert await retention.is_partitioned(session)
-                now = utc_now()
+                # Housekeeping stopped: events of months without partitions pile up in
+                # the default partition (occurred_at never goes back along the chain).
+                later = utc_now() + timedelta(days=400)
                 stray = audit_service.build_event("test.stray")
-                stray.occurred_at = now - timedelta(days=800)  # a month with no partition
+                stray.occurred_at = later
                 session.add(stray)
-                session.add(audit_service.build_event("test.head"))
+                await session.flush()
+                head = audit_service.build_event("test.head")
+                head.occurred_at = later + timedelta(days=1)
+                session.add(head)
                 await session.flush()
                 assert await _partition_of(session, stray.id) == "audit_event_default"
 
-                result = await retention.prune(session, now, retention_days=365)
+                result = await retention.prune(
+                    session, later + timedelta(days=400), retention_days=365
+                )
 
                 assert result.rows_deleted == 1
                 connection = await session.connection()
                 left = await connection.execute(
-                    text("SELECT count(*) FROM audit_event WHERE id = :id"), {"id": stray.id}
+                    text("SELECT id FROM audit_event WHERE id IN (:stray, :head)"),
+                    {"stray": stray.id, "head": head.id},
                 )
-                assert left.scalar_one() == 0
+                assert [row.id for row in left] == [head.id]  # never the newest
                 await session.rollback()
         finally:
             await engine.dispose()

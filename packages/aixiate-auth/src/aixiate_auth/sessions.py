@@ -236,10 +236,16 @@ async def check_live(session: AsyncSession, liveness: Liveness, session_id: UUID
     """The database's answer for a store miss, written back to the store."""
     now = utc_now()
     auth_session = await session.get(AuthSession, session_id)
-    if auth_session is None or not is_usable(auth_session, now):
+    left: float | None = None
+    if auth_session is not None and is_usable(auth_session, now):
+        left = seconds_left(auth_session, now)
+    # The read is over: end its transaction before talking to the store, so that no
+    # database lock (SQLite takes its write lock at BEGIN) waits on the store's answer.
+    await session.rollback()
+    if left is None:
         await liveness.mark_revoked([session_id])
         return False
-    await liveness.mark_live(session_id, seconds_left(auth_session, now))
+    await liveness.mark_live(session_id, left)
     return True
 
 
