@@ -59,10 +59,9 @@ async def login(
     session: AsyncSession, runtime: AuthRuntime, *, email: str, password: str
 ) -> TokenPair:
     user = await UserRepository(session).get_by_email(email)
-    # End the read-only transaction before the slow verification: on SQLite a
-    # transaction that read before another writer committed can no longer write
-    # ("database is locked" at once), so the writes below must start a fresh one.
-    # Nothing is written yet, so this commits nothing.
+    # End the read-only transaction before the slow verification, so that no connection
+    # (PostgreSQL) or write lock (SQLite, whose transactions begin IMMEDIATE) is held
+    # while the password waits for a hash worker. Nothing is written yet.
     await session.commit()
     # Locks hold for unknown addresses too, and are checked before any hashing.
     if (locked_for := await runtime.lockout.locked_for(email)) is not None:

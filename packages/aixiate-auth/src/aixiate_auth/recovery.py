@@ -112,8 +112,8 @@ async def change(
     user = await session.get(User, principal.user_id)
     if user is None:
         raise InvalidCurrentPassword()
-    # As in login: end the read before the slow verification, so the writes below do
-    # not fail on SQLite because another writer committed meanwhile.
+    # As in login: end the read before the slow verification, so that nothing (a pooled
+    # connection, SQLite's write lock) is held while the password is hashed.
     await session.commit()
     check = await runtime.passwords.verify(current_password, user.password_hash)
     if not check.valid:
