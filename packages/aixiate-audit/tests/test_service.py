@@ -90,6 +90,7 @@ class TestRecordFailure:
         self, engine: AsyncEngine
     ) -> None:
         event_type = f"test.failed.{uuid4().hex}"
+        user_id = uuid4()
         sessionmaker = create_sessionmaker(engine)
         async with sessionmaker() as session:
             # The caller's transaction holds the write lock (SQLite) and the chain's
@@ -97,11 +98,16 @@ class TestRecordFailure:
             await audit_service.record(session, event_type, reason="rolled_back")
             async with asyncio.timeout(10):
                 event = await audit_service.record_failure(
-                    session, sessionmaker, event_type, actor_id=uuid4(), reason="bad_password"
+                    session, sessionmaker, event_type, user_id=user_id, reason="bad_password"
                 )
             assert not session.in_transaction()
         events = await _events(engine, event_type)
         assert [(e.id, e.reason, e.success) for e in events] == [(event.id, "bad_password", False)]
+        assert (events[0].actor_id, events[0].target_type, events[0].target_id) == (
+            user_id,
+            "user",
+            str(user_id),
+        )
 
 
 class TestScrubbing:

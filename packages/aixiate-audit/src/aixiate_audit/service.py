@@ -142,13 +142,12 @@ async def record_failure(
     sessionmaker: async_sessionmaker[AsyncSession],
     event_type: str,
     *,
-    actor_id: UUID | None = None,
-    target_type: str | None = None,
-    target_id: UUID | str | None = None,
+    user_id: UUID | None,
     reason: str,
     data: Mapping[str, Any] | None = None,
 ) -> AuditEvent:
-    """:func:`record_now` (``success=False``) for a unit of work that is about to fail.
+    """:func:`record_now` (``success=False``) for a unit of work that is about to fail,
+    about ``user_id``'s own account (its actor and target; None when no account is known).
 
     Rolls ``session`` back first, as the failing request would anyway: its open
     transaction holds SQLite's write lock (taken at BEGIN) and, once it recorded an event,
@@ -159,9 +158,9 @@ async def record_failure(
     return await record_now(
         sessionmaker,
         event_type,
-        actor_id=actor_id,
-        target_type=target_type,
-        target_id=target_id,
+        actor_id=user_id,
+        target_type="user" if user_id else None,
+        target_id=user_id,
         success=False,
         reason=reason,
         data=data,

@@ -148,9 +148,7 @@ async def _refresh_failed(
         session,
         runtime.state["sessionmaker"],
         "auth.refresh.failed",
-        actor_id=user_id,
-        target_type="user" if user_id else None,
-        target_id=user_id,
+        user_id=user_id,
         reason=reason,
         data={"session_id": str(session_id)} if session_id else None,
     )

@@ -93,9 +93,7 @@ async def _reset_failed(
         session,
         runtime.state["sessionmaker"],
         "auth.password.reset.failed",
-        actor_id=user_id,
-        target_type="user" if user_id else None,
-        target_id=user_id,
+        user_id=user_id,
         reason=reason,
     )
 

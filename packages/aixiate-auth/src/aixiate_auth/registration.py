@@ -149,13 +149,7 @@ async def _verify_failed(
     user_id: UUID | None,
 ) -> None:
     await audit_service.record_failure(
-        session,
-        sessionmaker,
-        "user.email.verify.failed",
-        actor_id=user_id,
-        target_type="user" if user_id else None,
-        target_id=user_id,
-        reason=reason,
+        session, sessionmaker, "user.email.verify.failed", user_id=user_id, reason=reason
     )
 
 

@@ -208,13 +208,7 @@ async def _change_failed(
     user_id: UUID | None,
 ) -> None:
     await audit_service.record_failure(
-        session,
-        sessionmaker,
-        "user.email.change.failed",
-        actor_id=user_id,
-        target_type=TARGET_USER if user_id else None,
-        target_id=user_id,
-        reason=reason,
+        session, sessionmaker, "user.email.change.failed", user_id=user_id, reason=reason
     )
 
 
@@ -397,13 +391,7 @@ async def _confirm_password(
     check = await passwords.verify(password, user.password_hash)
     if not check.valid:
         await audit_service.record_failure(
-            session,
-            sessionmaker,
-            failure,
-            actor_id=user.id,
-            target_type=TARGET_USER,
-            target_id=user.id,
-            reason="bad_password",
+            session, sessionmaker, failure, user_id=user.id, reason="bad_password"
         )
         raise InvalidPassword()
     if check.new_hash is not None:
