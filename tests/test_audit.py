@@ -8,7 +8,7 @@ import re
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -571,63 +571,59 @@ class TestRetention:
 
     @needs_partitions
     async def test_an_event_of_a_month_without_partition_is_kept_then_moved(
-        self, settings: Settings
+        self, partitioned: AsyncSession
     ) -> None:
-        engine = create_engine(settings)
-        try:
-            async with create_sessionmaker(engine)() as session:
-                assert await retention.is_partitioned(session)
-                later = utc_now() + timedelta(days=400)  # far past the months made ahead
-                stray = audit_service.build_event("test.stray")
-                stray.occurred_at = later
-                session.add(stray)
-                await session.flush()
-                assert await _partition_of(session, stray.id) == "audit_event_default"
+        later = utc_now() + timedelta(days=400)  # far past the months made ahead
+        stray = await _add_event(partitioned, "test.stray", later)
+        assert await _partition_of(partitioned, stray.id) == "audit_event_default"
 
-                created = await retention.ensure_partitions(session, later, 0)
+        created = await retention.ensure_partitions(partitioned, later, 0)
 
-                assert created == [retention.partition_name(retention.month_start(later))]
-                assert await _partition_of(session, stray.id) == created[0]
-                assert (await AuditRepository(session).verify_chain()).ok
-                await session.rollback()
-        finally:
-            await engine.dispose()
+        assert created == [retention.partition_name(retention.month_start(later))]
+        assert await _partition_of(partitioned, stray.id) == created[0]
+        assert (await AuditRepository(partitioned).verify_chain()).ok
 
     @needs_partitions
     async def test_prune_deletes_old_strays_of_the_default_partition(
-        self, settings: Settings
+        self, partitioned: AsyncSession
     ) -> None:
-        engine = create_engine(settings)
-        try:
-            async with create_sessionmaker(engine)() as session:
-                assert await retention.is_partitioned(session)
-                # Housekeeping stopped: events of months without partitions pile up in
-                # the default partition (occurred_at never goes back along the chain).
-                later = utc_now() + timedelta(days=400)
-                stray = audit_service.build_event("test.stray")
-                stray.occurred_at = later
-                session.add(stray)
-                await session.flush()
-                head = audit_service.build_event("test.head")
-                head.occurred_at = later + timedelta(days=1)
-                session.add(head)
-                await session.flush()
-                assert await _partition_of(session, stray.id) == "audit_event_default"
+        # Housekeeping stopped: events of months without partitions pile up in the
+        # default partition (occurred_at never goes back along the chain).
+        later = utc_now() + timedelta(days=400)
+        stray = await _add_event(partitioned, "test.stray", later)
+        head = await _add_event(partitioned, "test.head", later + timedelta(days=1))
+        assert await _partition_of(partitioned, stray.id) == "audit_event_default"
 
-                result = await retention.prune(
-                    session, later + timedelta(days=400), retention_days=365
-                )
+        result = await retention.prune(partitioned, later + timedelta(days=400), retention_days=365)
 
-                assert result.rows_deleted == 1
-                connection = await session.connection()
-                left = await connection.execute(
-                    text("SELECT id FROM audit_event WHERE id IN (:stray, :head)"),
-                    {"stray": stray.id, "head": head.id},
-                )
-                assert [row.id for row in left] == [head.id]  # never the newest
-                await session.rollback()
-        finally:
-            await engine.dispose()
+        assert result.rows_deleted == 1
+        connection = await partitioned.connection()
+        left = await connection.execute(
+            text("SELECT id FROM audit_event WHERE id IN (:stray, :head)"),
+            {"stray": stray.id, "head": head.id},
+        )
+        assert [row.id for row in left] == [head.id]  # never the newest
+
+
+@pytest.fixture
+async def partitioned(settings: Settings) -> AsyncIterator[AsyncSession]:
+    """A session on the service's partitioned audit log, rolled back (DDL too) after."""
+    engine = create_engine(settings)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            assert await retention.is_partitioned(session)
+            yield session
+            await session.rollback()
+    finally:
+        await engine.dispose()
+
+
+async def _add_event(session: AsyncSession, event_type: str, occurred_at: datetime) -> AuditEvent:
+    event = audit_service.build_event(event_type)
+    event.occurred_at = occurred_at
+    session.add(event)
+    await session.flush()
+    return event
 
 
 async def _partition_of(session: AsyncSession, event_id: UUID) -> str:
