@@ -404,7 +404,7 @@ class TestChange:
         assert (await api.get(ME, headers=bearer(current["access_token"]))).status_code == 200
         assert (await api.get(ME, headers=bearer(other["access_token"]))).status_code == 200
         assert await outbox_to(db, runtime, user.email, "password_changed") == []
-        (event,) = await events(db, "auth.password.change_failed", user.id)
+        (event,) = await events(db, "auth.password.change.failed", user.id)
         assert event.success is False
 
     async def test_weak_new_password_changes_nothing(

@@ -117,7 +117,7 @@ async def change(
     if not check.valid:
         await audit_service.record_now(
             runtime.state["sessionmaker"],
-            "auth.password.change_failed",
+            "auth.password.change.failed",
             actor_id=user.id,
             target_type="user",
             target_id=user.id,
