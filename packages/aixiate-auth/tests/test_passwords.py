@@ -1,4 +1,6 @@
 import asyncio
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -6,7 +8,7 @@ from typing import Any
 
 import bcrypt
 import pytest
-from aixiate_auth.passwords import Argon2PasswordService
+from aixiate_auth.passwords import Argon2PasswordService, lower_thread_priority
 from aixiate_auth.policy import common_passwords
 from aixiate_auth.settings import AuthSettings
 from aixiate_core.security import PasswordCheck, PasswordService
@@ -276,3 +278,38 @@ class TestThreadPool:
         passwords.shutdown()
 
         assert (await passwords.verify(STRONG_PASSWORD, stored)).valid
+
+
+def _own_nice() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice values are Linux's")
+class TestWorkerPriority:
+    """Hash workers yield the CPU to request handling when both want it."""
+
+    async def nice_of_a_worker(self, settings: AuthSettings) -> int:
+        service = Argon2PasswordService(settings)
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(service._pool(), _own_nice)
+        finally:
+            service.shutdown()
+
+    async def test_workers_run_below_the_event_loop(self, auth_settings: AuthSettings) -> None:
+        lowered = auth_settings.model_copy(update={"password_hash_nice": 7})
+
+        assert await self.nice_of_a_worker(lowered) == min(19, _own_nice() + 7)
+
+    async def test_zero_keeps_them_level(self, auth_settings: AuthSettings) -> None:
+        level = auth_settings.model_copy(update={"password_hash_nice": 0})
+
+        assert await self.nice_of_a_worker(level) == _own_nice()
+
+    def test_lowering_never_touches_the_calling_thread(self) -> None:
+        before = _own_nice()
+        worker = threading.Thread(target=lower_thread_priority, args=(5,))
+        worker.start()
+        worker.join()
+
+        assert _own_nice() == before

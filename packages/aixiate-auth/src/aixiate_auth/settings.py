@@ -39,6 +39,10 @@ class AuthSettings(BaseSettings):
     # Threads that hash and verify passwords, off the event loop. Each argon2 run holds
     # argon2_memory_kib while it works, so this also bounds that memory.
     password_hash_workers: int = Field(default_factory=_default_hash_workers, ge=1)
+    # How much lower the CPU priority of the hash workers is than the process's (Linux
+    # nice levels, per thread): when hashing and request handling want the same core,
+    # requests go first; an idle core still hashes at full speed. 0 keeps them equal.
+    password_hash_nice: int = Field(default=10, ge=0, le=19)
 
     # Tokens. API.md fixes the names of the first four.
     issuer: str = Field(default="aixiate", min_length=1)
