@@ -25,7 +25,6 @@ from aixiate_auth.router import jwks_router
 from aixiate_auth.router import router as auth_router
 from aixiate_auth.runtime import AuthRuntime
 from aixiate_auth.settings import AuthSettings, get_auth_settings
-from aixiate_core.cache import KeyValueStore
 from aixiate_core.db import create_sessionmaker
 from aixiate_core.email import EmailMessage
 from aixiate_core.errors import install_error_handlers
@@ -36,6 +35,7 @@ from aixiate_core.outbox import Outbox, OutboxEmail
 from aixiate_core.resources import State, open_resources, running_background
 from aixiate_core.security import register_password_service, register_principal_resolver
 from aixiate_core.settings import Settings
+from aixiate_core.store import KeyValueStore
 from aixiate_core.testing import postgres_server_url, serve
 from aixiate_users.models import User
 from aixiate_users.router import router as users_router

@@ -14,10 +14,10 @@ from aixiate_auth import lockout as lockout_service
 from aixiate_auth.lockout import Lock, Lockout
 from aixiate_auth.runtime import AuthRuntime
 from aixiate_auth.settings import AuthSettings
-from aixiate_core.cache import KeyValueStore, RedisStore
 from aixiate_core.errors import PROBLEM_CONTENT_TYPE
 from aixiate_core.security import PasswordCheck
 from aixiate_core.settings import Settings
+from aixiate_core.store import KeyValueStore, RedisStore
 from aixiate_core.testing import (
     TcpProxy,
     delete_prefixed,

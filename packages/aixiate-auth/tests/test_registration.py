@@ -18,7 +18,7 @@ from aixiate_core.db import create_sessionmaker, utc_now
 from aixiate_core.errors import PROBLEM_CONTENT_TYPE
 from aixiate_core.settings import Settings
 from aixiate_core.testing import FakeResend, serve
-from aixiate_users import tokens
+from aixiate_users import action_tokens as tokens
 from aixiate_users.models import ActionToken, User
 from aixiate_users.repository import normalize_email
 from fastapi import FastAPI

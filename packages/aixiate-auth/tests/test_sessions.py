@@ -14,10 +14,10 @@ import pytest
 from aixiate_audit.models import AuditEvent
 from aixiate_auth.models import AuthSession
 from aixiate_auth.settings import AuthSettings
-from aixiate_core.cache import KeyValueStore
 from aixiate_core.db import utc_now
 from aixiate_core.errors import PROBLEM_CONTENT_TYPE
 from aixiate_core.settings import Settings
+from aixiate_core.store import KeyValueStore
 from aixiate_core.testing import serve
 from aixiate_users.models import User
 from fastapi import FastAPI

@@ -12,10 +12,10 @@ from contextlib import asynccontextmanager
 
 import pytest
 from aixiate_core.errors import install_error_handlers
+from aixiate_core.health import router as operations_router
 from aixiate_core.metrics import Metrics
 from aixiate_core.middleware import RequestMiddleware
 from aixiate_core.resources import State, open_resources
-from aixiate_core.router import router as operations_router
 from aixiate_core.settings import Settings
 from fastapi import APIRouter, FastAPI
 

@@ -1,9 +1,9 @@
 from datetime import datetime
 
-from aixiate_core.cache import KeyValueStore
 from aixiate_core.db import create_sessionmaker
 from aixiate_core.housekeeping import Housekeeper
 from aixiate_core.settings import Settings
+from aixiate_core.store import KeyValueStore
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 import httpx
 import pytest
-from aixiate_core.cache import MemoryStore
 from aixiate_core.errors import PROBLEM_CONTENT_TYPE
 from aixiate_core.events import DomainEvents
 from aixiate_core.ratelimit import (
@@ -23,6 +22,7 @@ from aixiate_core.ratelimit import (
     rate_limit,
 )
 from aixiate_core.settings import Settings
+from aixiate_core.store import MemoryStore
 from aixiate_core.testing import (
     TcpProxy,
     delete_prefixed,

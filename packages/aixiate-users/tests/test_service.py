@@ -18,8 +18,9 @@ from aixiate_core.events import (
 from aixiate_core.outbox import Outbox, OutboxEmail
 from aixiate_core.pagination import Cursor
 from aixiate_core.security import PasswordService, Principal, WeakPassword
+from aixiate_users import action_tokens as tokens
 from aixiate_users import service as users_service
-from aixiate_users import tokens
+from aixiate_users.action_tokens import TokenPurpose
 from aixiate_users.errors import (
     CannotModifySelf,
     EmailTaken,
@@ -40,7 +41,6 @@ from aixiate_users.schemas import (
 )
 from aixiate_users.settings import UsersSettings
 from aixiate_users.testing import create_user
-from aixiate_users.tokens import TokenPurpose
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession

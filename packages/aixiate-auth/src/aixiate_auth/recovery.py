@@ -11,12 +11,12 @@ from aixiate_audit import service as audit_service
 from aixiate_core.db import utc_now
 from aixiate_core.outbox import Outbox
 from aixiate_core.security import Principal
+from aixiate_users.action_tokens import TokenPurpose
+from aixiate_users.action_tokens import consume as consume_token
+from aixiate_users.action_tokens import issue as issue_token
+from aixiate_users.action_tokens import refusal as token_refusal
 from aixiate_users.models import User
 from aixiate_users.repository import UserRepository
-from aixiate_users.tokens import TokenPurpose
-from aixiate_users.tokens import consume as consume_token
-from aixiate_users.tokens import issue as issue_token
-from aixiate_users.tokens import refusal as token_refusal
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from aixiate_auth import sessions

@@ -11,10 +11,10 @@ from uuid import UUID
 from aixiate_audit import service as audit_service
 from aixiate_core.outbox import Outbox
 from aixiate_core.security import PasswordService
-from aixiate_users import tokens
+from aixiate_users import action_tokens as tokens
+from aixiate_users.action_tokens import TokenPurpose
 from aixiate_users.models import User
 from aixiate_users.repository import UserRepository, normalize_email
-from aixiate_users.tokens import TokenPurpose
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession

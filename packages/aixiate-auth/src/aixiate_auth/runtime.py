@@ -11,7 +11,7 @@ from aixiate_core.crypto import SecretBox
 from aixiate_core.errors import InvalidToken
 from aixiate_core.resources import State
 from aixiate_core.security import Principal
-from aixiate_users import cache as user_cache
+from aixiate_users import snapshots
 from fastapi import Depends, Request
 
 from aixiate_auth import sessions
@@ -108,9 +108,9 @@ class AuthRuntime:
         # One round trip for both facts a typical request needs: is the session live, and
         # the caller's user snapshot (handed to users' GET /me through request.state).
         live, snapshot = await self.liveness.is_live_with(
-            claims.session_id, user_cache.key(claims.user_id)
+            claims.session_id, snapshots.key(claims.user_id)
         )
-        user_cache.hand_over(request, claims.user_id, snapshot)
+        snapshots.hand_over(request, claims.user_id, snapshot)
         if live is None:
             async with self.state["sessionmaker"]() as db:
                 live = await sessions.check_live(db, self.liveness, claims.session_id)

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from aixiate_core.cache import KeyValueStore
 from aixiate_core.crypto import new_token, token_digest
 from aixiate_core.db import utc_now
+from aixiate_core.store import KeyValueStore
 from sqlalchemy import delete, or_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession

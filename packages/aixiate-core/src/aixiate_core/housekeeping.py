@@ -13,9 +13,9 @@ import structlog
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from aixiate_core.cache import KeyValueStore
 from aixiate_core.db import utc_now
 from aixiate_core.settings import Settings
+from aixiate_core.store import KeyValueStore
 
 log = structlog.get_logger()
 

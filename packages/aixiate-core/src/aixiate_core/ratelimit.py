@@ -52,11 +52,11 @@ from limits.errors import StorageError
 from redis.asyncio import BlockingConnectionPool
 from redis.exceptions import RedisError
 
-from aixiate_core.cache import REDIS_MAX_CONNECTIONS, KeyValueStore
 from aixiate_core.context import current_request
 from aixiate_core.errors import RateLimited, ServiceUnavailable
 from aixiate_core.events import DomainEvents
 from aixiate_core.settings import FailMode, Settings
+from aixiate_core.store import REDIS_MAX_CONNECTIONS, KeyValueStore
 
 log = structlog.get_logger()
 

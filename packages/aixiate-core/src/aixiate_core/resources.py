@@ -8,7 +8,6 @@ from typing import TypedDict
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from aixiate_core.cache import KeyValueStore, create_store
 from aixiate_core.db import create_engine, create_sessionmaker
 from aixiate_core.email import EmailSender, create_email_sender
 from aixiate_core.events import DomainEvents
@@ -16,6 +15,7 @@ from aixiate_core.housekeeping import Housekeeper, PurgeJob
 from aixiate_core.outbox import Outbox, OutboxDispatcher
 from aixiate_core.ratelimit import RateLimiter
 from aixiate_core.settings import Settings
+from aixiate_core.store import KeyValueStore, create_store
 
 
 class State(TypedDict):

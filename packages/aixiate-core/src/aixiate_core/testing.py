@@ -33,9 +33,9 @@ from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.types import ASGIApp
 
-from aixiate_core.cache import KeyValueStore, MemoryStore, RedisStore
 from aixiate_core.db import create_engine
 from aixiate_core.settings import Settings
+from aixiate_core.store import KeyValueStore, MemoryStore, RedisStore
 
 RUN_ID = uuid.uuid4().hex[:12]
 RUN_SECRET = secrets.token_urlsafe(48)

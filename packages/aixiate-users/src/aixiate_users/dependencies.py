@@ -3,13 +3,13 @@
 from typing import Annotated
 from uuid import UUID
 
-from aixiate_core.cache import KeyValueStore
 from aixiate_core.db import SessionDep, SessionMakerDep
 from aixiate_core.errors import InvalidToken
 from aixiate_core.security import AdminPrincipal, CurrentPrincipal
+from aixiate_core.store import KeyValueStore
 from fastapi import Depends, Path, Request
 
-from aixiate_users import cache as user_cache
+from aixiate_users import snapshots
 from aixiate_users.errors import UserNotFound
 from aixiate_users.models import User
 from aixiate_users.repository import UserRepository
@@ -33,13 +33,13 @@ async def get_current_user_json(
     """The caller as ``UserRead`` JSON, from the snapshot cache when possible: on a hit,
     ``GET /users/me`` touches no database, builds no session and parses no model."""
     store: KeyValueStore = request.state.store
-    snapshot = await user_cache.get_json(store, principal.user_id, request)
+    snapshot = await snapshots.get_json(store, principal.user_id, request)
     if snapshot is None:
         async with sessionmaker() as session:
             user = await UserRepository(session).get(principal.user_id)
             if user is None or not user.is_active:
                 raise InvalidToken()
-            snapshot = await user_cache.put(store, user)
+            snapshot = await snapshots.put(store, user)
     return snapshot
 
 

@@ -29,7 +29,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from aixiate_users import tokens
+from aixiate_users import action_tokens as tokens
+from aixiate_users.action_tokens import TokenPurpose
 from aixiate_users.errors import (
     CannotModifySelf,
     EmailTaken,
@@ -50,7 +51,6 @@ from aixiate_users.schemas import (
     UserUpdate,
 )
 from aixiate_users.settings import UsersSettings
-from aixiate_users.tokens import TokenPurpose
 
 ADMIN_ROLE = "admin"
 TARGET_USER = "user"

@@ -10,12 +10,12 @@ from aixiate_auth.runtime import AuthRuntime
 from aixiate_auth.settings import AuthSettings, get_auth_settings
 from aixiate_core.errors import install_error_handlers
 from aixiate_core.events import DomainEvents
+from aixiate_core.health import router as operations_router
 from aixiate_core.logging import configure_logging
 from aixiate_core.metrics import Metrics
 from aixiate_core.middleware import RequestMiddleware
 from aixiate_core.ratelimit import global_rate_limit
 from aixiate_core.resources import State, open_resources, running_background
-from aixiate_core.router import router as operations_router
 from aixiate_core.security import register_password_service, register_principal_resolver
 from aixiate_core.settings import Settings, get_settings
 from aixiate_users.router import router as users_router

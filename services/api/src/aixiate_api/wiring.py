@@ -14,7 +14,7 @@ from aixiate_core.events import DomainEvents, EmailDeliveryFailed
 from aixiate_core.housekeeping import PurgeJob
 from aixiate_core.ratelimit import RateLimitExceeded
 from aixiate_core.settings import Settings
-from aixiate_users import tokens as action_tokens
+from aixiate_users import action_tokens
 
 
 def subscribe_all(events: DomainEvents, auth: AuthRuntime | None = None) -> DomainEvents:

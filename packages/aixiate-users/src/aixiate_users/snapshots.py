@@ -10,8 +10,8 @@ come from the token and liveness from the session store.
 from typing import Any
 from uuid import UUID
 
-from aixiate_core.cache import KeyValueStore
 from aixiate_core.db import STORE_KEY, on_commit
+from aixiate_core.store import KeyValueStore
 from fastapi import Request
 from sqlalchemy import event
 from sqlalchemy.orm import Session

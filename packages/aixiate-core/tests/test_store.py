@@ -2,8 +2,8 @@ import asyncio
 import time
 
 import pytest
-from aixiate_core.cache import KeyValueStore, MemoryStore, RedisStore, create_store
 from aixiate_core.settings import Settings
+from aixiate_core.store import KeyValueStore, MemoryStore, RedisStore, create_store
 
 
 async def eventually_missing(store: KeyValueStore, key: str, *, within: float = 5.0) -> bool:

@@ -7,11 +7,11 @@ import structlog
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
-from aixiate_core.cache import KeyValueStore
 from aixiate_core.db import ping as ping_database
 from aixiate_core.errors import problem_response
 from aixiate_core.metrics import Metrics
 from aixiate_core.settings import Settings
+from aixiate_core.store import KeyValueStore
 
 log = structlog.get_logger()
 
