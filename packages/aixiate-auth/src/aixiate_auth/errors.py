@@ -1,10 +1,6 @@
 """Errors of the auth package; core's handlers render them as RFC 9457 problems."""
 
 from aixiate_core.errors import AppError, InvalidToken, NotFound
-from aixiate_users.errors import InvalidActionToken
-
-# One error for every emailed single-use link, whichever package consumes it.
-InvalidOrExpiredToken = InvalidActionToken
 
 
 class InvalidCredentials(AppError):
@@ -47,12 +43,18 @@ class TokenReused(AppError):
         super().__init__(headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
 
 
-class InvalidCurrentPassword(AppError):
-    status_code = 403
-    code = "invalid_password"
-    title = "Invalid password"
-    default_detail = "The current password is incorrect."
-
-
 class SessionNotFound(NotFound):
     default_detail = "No such session."
+
+
+class AccountLocked(AppError):
+    status_code = 429
+    code = "account_locked"
+    title = "Account locked"
+    default_detail = (
+        "Too many failed sign-in attempts: the account is locked for a while. Try again "
+        "after Retry-After seconds, or reset the password."
+    )
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(headers={"Retry-After": str(max(1, retry_after))})

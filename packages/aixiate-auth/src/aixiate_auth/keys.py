@@ -17,13 +17,12 @@ import structlog
 from aixiate_core.crypto import SecretBox
 from aixiate_core.db import utc_now
 from joserfc.jwk import ECKey
-from sqlalchemy import func, or_
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from aixiate_auth.models import SigningKey
+from aixiate_auth.repository import SigningKeyRepository
 from aixiate_auth.settings import AuthSettings
 
 log = structlog.get_logger()
@@ -33,6 +32,13 @@ ALGORITHM = "ES256"
 ALGORITHMS = [ALGORITHM]
 _CURVE = "P-256"
 _START_ATTEMPTS = 6
+#: What the secret box that seals private keys is bound to.
+_BOX_PURPOSE = "signing-keys"
+
+
+def signing_key_box(secret: str) -> SecretBox:
+    """The box that seals and opens the private halves, from ``AIXIATE_SECRET_KEY``."""
+    return SecretBox(secret, _BOX_PURPOSE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +49,11 @@ class LoadedKey:
     retired_at: datetime | None
 
     def public_jwk(self) -> dict[str, Any]:
-        return {**self.key.as_dict(private=False), "kid": self.kid, "alg": ALGORITHM, "use": "sig"}
+        return public_jwk(self.key, self.kid)
+
+
+def public_jwk(key: ECKey, kid: str) -> dict[str, Any]:
+    return {**key.as_dict(private=False), "kid": kid, "alg": ALGORITHM, "use": "sig"}
 
 
 def generate_key(box: SecretBox, generation: int) -> SigningKey:
@@ -54,7 +64,7 @@ def generate_key(box: SecretBox, generation: int) -> SigningKey:
         kid=kid,
         generation=generation,
         algorithm=ALGORITHM,
-        public_jwk={**key.as_dict(private=False), "kid": kid, "alg": ALGORITHM, "use": "sig"},
+        public_jwk=public_jwk(key, kid),
         private_key=box.seal(private),
     )
 
@@ -103,7 +113,7 @@ class KeyRing:
         async with self.sessionmaker() as session, session.begin():
             try:
                 async with session.begin_nested():
-                    session.add(generate_key(self.box, generation=1))
+                    await SigningKeyRepository(session).add(generate_key(self.box, generation=1))
             except IntegrityError:
                 log.info("auth.keys.first_key_created_elsewhere")
             else:
@@ -113,18 +123,7 @@ class KeyRing:
         async with self._lock:
             since = utc_now() - self.publish_window()
             async with self.sessionmaker() as session:
-                rows = (
-                    await session.exec(
-                        select(SigningKey)
-                        .where(
-                            or_(
-                                col(SigningKey.retired_at).is_(None),
-                                col(SigningKey.retired_at) > since,
-                            )
-                        )
-                        .order_by(col(SigningKey.generation))
-                    )
-                ).all()
+                rows = await SigningKeyRepository(session).verifying(retired_after=since)
             keys = {row.kid: self._load(row) for row in rows}
             active = [k for k in keys.values() if k.retired_at is None]
             self._keys = keys
@@ -171,19 +170,3 @@ class KeyRing:
                 if key.retired_at is None or key.retired_at > cutoff
             ]
         }
-
-
-async def rotate(session: AsyncSession, box: SecretBox) -> SigningKey:
-    """Makes a new signing key active and retires the current ones (they keep verifying
-    until their last tokens expire)."""
-    now = utc_now()
-    latest = (await session.exec(select(func.max(SigningKey.generation)))).one()
-    for active in (
-        await session.exec(select(SigningKey).where(col(SigningKey.retired_at).is_(None)))
-    ).all():
-        active.retired_at = now
-        session.add(active)
-    key = generate_key(box, generation=(latest or 0) + 1)
-    session.add(key)
-    await session.flush()
-    return key

@@ -51,22 +51,14 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import structlog
-from aixiate_audit import service as audit_service
-from aixiate_core.errors import AppError, ServiceUnavailable, is_connection_error
-from aixiate_core.events import DomainEvents, UserUnlocked
+from aixiate_core.errors import ServiceUnavailable, is_connection_error
 from aixiate_core.ratelimit import keyed_digest
 from aixiate_core.store import KeyValueStore
-from aixiate_users.models import User
 from aixiate_users.repository import normalize_email
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from aixiate_auth.settings import AuthSettings
-
-if TYPE_CHECKING:
-    from aixiate_auth.runtime import AuthRuntime
 
 log = structlog.get_logger()
 
@@ -76,19 +68,6 @@ Clock = Callable[[], float]
 _TTL_SLACK_SECONDS = 60
 #: How long a claim to start a lock survives a process that died holding it.
 _CLAIM_SECONDS = 5
-
-
-class AccountLocked(AppError):
-    status_code = 429
-    code = "account_locked"
-    title = "Account locked"
-    default_detail = (
-        "Too many failed sign-in attempts: the account is locked for a while. Try again "
-        "after Retry-After seconds, or reset the password."
-    )
-
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(headers={"Retry-After": str(max(1, retry_after))})
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,60 +253,3 @@ class Lockout:
             raise ServiceUnavailable(
                 "Sign-in protection is not available; try again shortly."
             ) from None
-
-
-# --- what login and the admin unlock call ------------------------------------------------
-
-
-async def record_failure(runtime: "AuthRuntime", email: str, user: User | None) -> None:
-    """Counts a failed login for ``email``. When that locks the account, audits
-    ``auth.account.locked`` and (first lock of a series) emails the owner, in one
-    transaction of their own, and raises :class:`AccountLocked`."""
-    failure = await runtime.lockout.failed(email)
-    lock = failure.lock
-    if lock is None:
-        return
-    if not failure.locked_now:
-        raise AccountLocked(max(1, math.ceil(lock.until - runtime.lockout.clock())))
-    log.warning("auth.account.locked", level=lock.level, seconds=lock.seconds, known=bool(user))
-    if user is not None:
-        state = runtime.state
-        async with state["sessionmaker"]() as own, own.begin():
-            await audit_service.record(
-                own,
-                "auth.account.locked",
-                target_type="user",
-                target_id=user.id,
-                success=False,
-                reason="too_many_failures",
-                data={"level": lock.level, "seconds": lock.seconds},
-            )
-            if lock.level == 1 and user.is_active:
-                await state["outbox"].enqueue(
-                    own,
-                    to=user.email,
-                    template="account_locked",
-                    context={"name": user.full_name, "minutes": math.ceil(lock.seconds / 60)},
-                )
-    raise AccountLocked(lock.seconds)
-
-
-def subscribe(events: DomainEvents, runtime: "AuthRuntime") -> None:
-    """An admin unlock (users publishes ``UserUnlocked``) clears the lockout, audited
-    as ``auth.account.unlocked`` in the admin's transaction."""
-
-    async def on_unlocked(session: AsyncSession, event: UserUnlocked) -> None:
-        user = await session.get(User, event.user_id)
-        if user is None:
-            return
-        was_locked = await runtime.lockout.unlock(user.email)
-        await audit_service.record(
-            session,
-            "auth.account.unlocked",
-            target_type="user",
-            target_id=user.id,
-            reason="admin",
-            data={"was_locked": was_locked},
-        )
-
-    events.subscribe(UserUnlocked, on_unlocked)

@@ -1,38 +1,38 @@
-"""``/auth``: registration, login, tokens, sessions and password flows."""
+"""``/auth``: registration, login, tokens, sessions and password flows; the admin unlock
+and the JWKS. Each route parses, calls one use case of the :class:`AuthState`, and shapes
+the answer."""
 
 from typing import Annotated, Any
 from uuid import UUID
 
-from aixiate_core.db import SessionDep, SessionMakerDep
+from aixiate_core.db import SessionDep
 from aixiate_core.errors import RateLimited
-from aixiate_core.events import EventsDep
-from aixiate_core.outbox import OutboxDep
 from aixiate_core.ratelimit import Throttle, rate_limit
-from aixiate_core.security import CurrentPrincipal, PasswordServiceDep, WeakPassword
-from aixiate_users import service as users_service
-from aixiate_users.errors import EmailTaken, InvalidActionToken, problem_responses
+from aixiate_core.security import AdminPrincipal, CurrentPrincipal
+from aixiate_users.dependencies import TargetUser
+from aixiate_users.errors import (
+    InvalidActionToken,
+    InvalidPassword,
+    UserNotFound,
+    WeakPassword,
+    problem_responses,
+)
 from aixiate_users.models import User
 from fastapi import APIRouter, Depends, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
-from aixiate_auth import login as login_service
-from aixiate_auth import recovery as recovery_service
-from aixiate_auth import registration as registration_service
+from aixiate_auth.dependencies import AuthDep
 from aixiate_auth.errors import (
     AccountInactive,
+    AccountLocked,
     EmailNotVerified,
     InvalidCredentials,
-    InvalidCurrentPassword,
-    InvalidOrExpiredToken,
     InvalidRefreshToken,
     SessionNotFound,
     TokenReused,
 )
-from aixiate_auth.lockout import AccountLocked
-from aixiate_auth.runtime import RuntimeDep
 from aixiate_auth.schemas import (
     Accepted,
-    EmailChangeConfirmation,
     EmailVerification,
     Login,
     PasswordChange,
@@ -45,7 +45,6 @@ from aixiate_auth.schemas import (
     UserRead,
     VerificationResend,
 )
-from aixiate_auth.settings import AuthSettingsDep
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -75,12 +74,7 @@ RESEND_ACCEPTED = Accepted(
     responses=problem_responses(WeakPassword, RateLimited, auth=False),
 )
 async def register(
-    body: Registration,
-    session: SessionDep,
-    passwords: PasswordServiceDep,
-    outbox: OutboxDep,
-    settings: AuthSettingsDep,
-    limit: RegisterLimit,
+    body: Registration, session: SessionDep, auth: AuthDep, limit: RegisterLimit
 ) -> Accepted:
     """Creates an account and emails a link to verify the address.
 
@@ -90,26 +84,22 @@ async def register(
     `contains_email`.
     """
     await limit.account(body.email)
-    await registration_service.register(
-        session, body, passwords=passwords, outbox=outbox, settings=settings
-    )
+    await auth.registration.register(session, body)
     return REGISTRATION_ACCEPTED
 
 
 @router.post(
     "/verify-email",
     response_model=UserRead,
-    responses=problem_responses(InvalidOrExpiredToken, auth=False),
+    responses=problem_responses(InvalidActionToken, auth=False),
 )
-async def verify_email(
-    body: EmailVerification, session: SessionDep, sessionmaker: SessionMakerDep
-) -> User:
+async def verify_email(body: EmailVerification, session: SessionDep, auth: AuthDep) -> User:
     """Marks the address verified with the token from the verification email.
 
     Each token works once and expires (24 hours by default); requesting a new one
     retires the earlier ones.
     """
-    return await registration_service.verify_email(session, body.token, sessionmaker=sessionmaker)
+    return await auth.registration.verify_email(session, body.token)
 
 
 @router.post(
@@ -119,37 +109,12 @@ async def verify_email(
     responses=problem_responses(RateLimited, auth=False),
 )
 async def resend_verification(
-    body: VerificationResend,
-    session: SessionDep,
-    outbox: OutboxDep,
-    settings: AuthSettingsDep,
-    limit: ResendLimit,
+    body: VerificationResend, session: SessionDep, auth: AuthDep, limit: ResendLimit
 ) -> Accepted:
     """Sends a new verification link. The answer is the same for every address."""
     await limit.account(body.email)
-    await registration_service.resend_verification(
-        session, body.email, outbox=outbox, settings=settings
-    )
+    await auth.registration.resend_verification(session, body.email)
     return RESEND_ACCEPTED
-
-
-@router.post(
-    "/confirm-email",
-    response_model=UserRead,
-    responses=problem_responses(InvalidActionToken, EmailTaken, auth=False),
-)
-async def confirm_email(
-    body: EmailChangeConfirmation,
-    session: SessionDep,
-    sessionmaker: SessionMakerDep,
-    events: EventsDep,
-) -> User:
-    """Completes an email change (see `POST /users/me/email`) with the token sent to the
-    new address, and marks that address verified. Each token works once and expires
-    with the verification TTL."""
-    return await users_service.confirm_email_change(
-        session, body.token, events=events, sessionmaker=sessionmaker
-    )
 
 
 # --- login, tokens and sessions -------------------------------------------------------
@@ -176,7 +141,7 @@ def _token_response(response: Response, pair: TokenPair) -> TokenPair:
     ),
 )
 async def login(
-    body: Login, session: SessionDep, runtime: RuntimeDep, response: Response, limit: LoginLimit
+    body: Login, session: SessionDep, auth: AuthDep, response: Response, limit: LoginLimit
 ) -> TokenPair:
     """Exchanges email and password for an access token and a refresh token.
 
@@ -186,7 +151,7 @@ async def login(
     `rate_limited` when a limit is used up, carry `Retry-After`.
     """
     await limit.account(body.email)
-    pair = await login_service.login(session, runtime, email=body.email, password=body.password)
+    pair = await auth.login.with_password(session, email=body.email, password=body.password)
     return _token_response(response, pair)
 
 
@@ -205,14 +170,14 @@ async def login(
 async def token(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     session: SessionDep,
-    runtime: RuntimeDep,
+    auth: AuthDep,
     response: Response,
     limit: LoginLimit,
 ) -> TokenPair:
     """The OAuth2 password grant (form fields `username` = email and `password`), for
     Swagger UI's Authorize button and OAuth2 clients. Same rules as `/login`."""
     await limit.account(form.username)
-    pair = await login_service.login(session, runtime, email=form.username, password=form.password)
+    pair = await auth.login.with_password(session, email=form.username, password=form.password)
     return _token_response(response, pair)
 
 
@@ -223,33 +188,31 @@ async def token(
     dependencies=[Depends(rate_limit("refresh"))],
 )
 async def refresh(
-    body: RefreshRequest,
-    session: SessionDep,
-    runtime: RuntimeDep,
-    outbox: OutboxDep,
-    response: Response,
+    body: RefreshRequest, session: SessionDep, auth: AuthDep, response: Response
 ) -> TokenPair:
     """Rotates the refresh token: the answer carries a new pair and the old refresh token
     stops working. Presenting an already-rotated token ends the whole session (someone
     may have copied it) and answers 401 `token_reused`."""
-    pair = await login_service.refresh(session, runtime, outbox, refresh_token=body.refresh_token)
+    pair = await auth.sessions.refresh(session, body.refresh_token)
     return _token_response(response, pair)
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses())
-async def logout(principal: CurrentPrincipal, session: SessionDep, runtime: RuntimeDep) -> None:
+async def logout(principal: CurrentPrincipal, session: SessionDep, auth: AuthDep) -> None:
     """Ends the current session; its tokens stop working on the next request, everywhere."""
-    await login_service.logout(session, runtime, principal)
+    await auth.sessions.logout(session, principal)
 
 
 @router.post("/logout-all", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses())
-async def logout_all(principal: CurrentPrincipal, session: SessionDep, runtime: RuntimeDep) -> None:
+async def logout_all(principal: CurrentPrincipal, session: SessionDep, auth: AuthDep) -> None:
     """Ends every session of the caller, this one included."""
-    await login_service.logout_all(session, runtime, principal)
+    await auth.sessions.logout_all(session, principal)
 
 
 @router.get("/sessions", response_model=list[SessionRead], responses=problem_responses())
-async def list_sessions(principal: CurrentPrincipal, session: SessionDep) -> list[SessionRead]:
+async def list_sessions(
+    principal: CurrentPrincipal, session: SessionDep, auth: AuthDep
+) -> list[SessionRead]:
     """The caller's active sessions, most recently used first; `current` marks this one."""
     return [
         SessionRead(
@@ -261,7 +224,7 @@ async def list_sessions(principal: CurrentPrincipal, session: SessionDep) -> lis
             user_agent=item.user_agent,
             current=item.id == principal.session_id,
         )
-        for item in await login_service.list_sessions(session, principal)
+        for item in await auth.sessions.list_active(session, principal)
     ]
 
 
@@ -271,10 +234,10 @@ async def list_sessions(principal: CurrentPrincipal, session: SessionDep) -> lis
     responses=problem_responses(SessionNotFound),
 )
 async def revoke_session(
-    session_id: UUID, principal: CurrentPrincipal, session: SessionDep, runtime: RuntimeDep
+    session_id: UUID, principal: CurrentPrincipal, session: SessionDep, auth: AuthDep
 ) -> None:
     """Ends one of the caller's sessions. Another user's session answers 404."""
-    await login_service.revoke_session(session, runtime, principal, session_id)
+    await auth.sessions.revoke_own(session, principal, session_id)
 
 
 # --- password recovery and change -----------------------------------------------------
@@ -287,55 +250,60 @@ async def revoke_session(
     responses=problem_responses(RateLimited, auth=False),
 )
 async def forgot_password(
-    body: PasswordForgot,
-    session: SessionDep,
-    runtime: RuntimeDep,
-    outbox: OutboxDep,
-    limit: ForgotLimit,
+    body: PasswordForgot, session: SessionDep, auth: AuthDep, limit: ForgotLimit
 ) -> Accepted:
     """Emails a password reset link. The answer is the same for every address."""
     await limit.account(body.email)
-    await recovery_service.forgot(session, runtime, outbox, email=body.email)
+    await auth.recovery.forgot(session, email=body.email)
     return FORGOT_ACCEPTED
 
 
 @router.post(
     "/password/reset",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=problem_responses(InvalidOrExpiredToken, WeakPassword, RateLimited, auth=False),
+    responses=problem_responses(InvalidActionToken, WeakPassword, RateLimited, auth=False),
     dependencies=[Depends(rate_limit("password_reset"))],
 )
-async def reset_password(
-    body: PasswordReset, session: SessionDep, runtime: RuntimeDep, outbox: OutboxDep
-) -> None:
+async def reset_password(body: PasswordReset, session: SessionDep, auth: AuthDep) -> None:
     """Sets a new password with the token from the reset email and ends every session.
     The token works once and expires (1 hour by default)."""
-    await recovery_service.reset(
-        session, runtime, outbox, token=body.token, new_password=body.new_password
-    )
+    await auth.recovery.reset(session, token=body.token, new_password=body.new_password)
 
 
 @router.post(
     "/password/change",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=problem_responses(InvalidCurrentPassword, WeakPassword),
+    responses=problem_responses(InvalidPassword, WeakPassword),
 )
 async def change_password(
-    body: PasswordChange,
-    principal: CurrentPrincipal,
-    session: SessionDep,
-    runtime: RuntimeDep,
-    outbox: OutboxDep,
+    body: PasswordChange, principal: CurrentPrincipal, session: SessionDep, auth: AuthDep
 ) -> None:
     """Changes the password (the current one is required) and ends every other session."""
-    await recovery_service.change(
+    await auth.recovery.change(
         session,
-        runtime,
-        outbox,
         principal,
         current_password=body.current_password,
         new_password=body.new_password,
     )
+
+
+# --- administration -------------------------------------------------------------------
+
+# Under /users, where admins manage accounts, but the lockout it clears is auth's.
+admin_router = APIRouter(prefix="/users", tags=["users"])
+
+
+@admin_router.post(
+    "/{user_id}/unlock",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(UserNotFound, admin=True),
+)
+async def unlock_user(
+    user: TargetUser, admin: AdminPrincipal, session: SessionDep, auth: AuthDep
+) -> None:
+    """Clears a lockout after failed logins (role `admin`), at once; answers 204 also
+    when the account was not locked."""
+    await auth.lockouts.unlock(session, user, admin=admin)
 
 
 # --- JWKS -----------------------------------------------------------------------------
@@ -344,9 +312,9 @@ jwks_router = APIRouter(tags=["auth"])
 
 
 @jwks_router.get("/.well-known/jwks.json")
-async def jwks(runtime: RuntimeDep, response: Response) -> dict[str, Any]:
+async def jwks(auth: AuthDep, response: Response) -> dict[str, Any]:
     """The public keys that verify our access tokens: the active one and every retired
     one whose tokens may still be live. Clients fetch again on an unknown `kid`."""
-    await runtime.keyring.reload_if_stale()
+    await auth.keyring.reload_if_stale()
     response.headers["Cache-Control"] = "public, max-age=300"
-    return runtime.keyring.jwks()
+    return auth.keyring.jwks()

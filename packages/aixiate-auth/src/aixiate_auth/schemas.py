@@ -1,22 +1,20 @@
-"""Request bodies of ``/auth``.
+"""Request and response bodies of ``/auth``.
 
-Addresses, names, the user view and the 202 body are the users package's, so the same
-input rules hold on every route. Passwords are plain strings here on purpose: their
-length and content are the password policy's to judge, so a too-long password answers
-422 ``weak_password`` with its reason, as API.md prescribes (the request body limit
-bounds the work, and the policy runs before any hashing).
+Addresses, names, passwords, emailed tokens, the user view and the 202 body are the users
+package's, so the same input rules hold on every route: every password field takes up to
+``MAX_PASSWORD_INPUT`` characters, and the password policy judges new passwords (a
+too-long one answers 422 ``weak_password`` with its reason).
 """
 
 from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from aixiate_users.schemas import Accepted, Email, FullName, UserRead
+from aixiate_users.schemas import Accepted, Email, EmailedToken, FullName, Password, UserRead
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "Accepted",
-    "EmailChangeConfirmation",
     "EmailVerification",
     "Login",
     "PasswordChange",
@@ -30,10 +28,8 @@ __all__ = [
     "VerificationResend",
 ]
 
-#: Emailed tokens are 43 characters; anything far longer is not one of ours.
+#: Refresh tokens are 43 characters of base64url; anything far longer is not one of ours.
 MAX_TOKEN_LENGTH = 256
-
-EmailedToken = Annotated[str, Field(min_length=1, max_length=MAX_TOKEN_LENGTH)]
 
 
 class _Body(BaseModel):
@@ -44,7 +40,7 @@ class _Body(BaseModel):
 
 class Registration(_Body):
     email: Email
-    password: str
+    password: Password
     full_name: FullName = None
 
 
@@ -56,19 +52,12 @@ class VerificationResend(_Body):
     email: Email
 
 
-class EmailChangeConfirmation(_Body):
-    token: EmailedToken
-
-
-#: Refresh tokens are 43 characters of base64url.
 RefreshTokenValue = Annotated[str, Field(min_length=1, max_length=MAX_TOKEN_LENGTH)]
-#: Long enough for any password the policy accepts; the policy judges new passwords.
-PasswordValue = Annotated[str, Field(min_length=1, max_length=1024)]
 
 
 class Login(_Body):
     email: Annotated[str, Field(min_length=1, max_length=320)]
-    password: PasswordValue
+    password: Password
 
 
 class TokenPair(BaseModel):
@@ -99,9 +88,9 @@ class PasswordForgot(_Body):
 
 class PasswordReset(_Body):
     token: EmailedToken
-    new_password: str
+    new_password: Password
 
 
 class PasswordChange(_Body):
-    current_password: PasswordValue
-    new_password: str
+    current_password: Password
+    new_password: Password

@@ -1,50 +1,23 @@
 """Settings of the auth package: ``AIXIATE_<FIELD>``, also read from ``.env``.
 
-The prefix is the service's own (not ``AIXIATE_AUTH_``) because API.md fixes names such
-as ``AIXIATE_REQUIRE_EMAIL_VERIFICATION`` and ``AIXIATE_PASSWORD_RESET_TTL_SECONDS``.
+The prefix is the service's own (not ``AIXIATE_AUTH_``): names such as
+``AIXIATE_REQUIRE_EMAIL_VERIFICATION`` are part of the documented configuration. Password
+and verification-link settings belong to ``aixiate_users.settings.UsersSettings``.
 """
 
-import os
 from datetime import timedelta
 from functools import lru_cache
-from typing import Annotated, Self
+from typing import Self
 
 from aixiate_core.settings import SETTINGS_CONFIG, FailMode
-from fastapi import Depends
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings
-
-#: NIST SP 800-63B: a chosen password has at least 8 characters, whatever is configured.
-MIN_PASSWORD_LENGTH_FLOOR = 8
-
-
-def _default_hash_workers() -> int:
-    # One core stays free for the event loop (and the database next to it): hashing must
-    # never starve request handling. One worker on a one- or two-core machine.
-    return max(1, (os.cpu_count() or 2) - 1)
 
 
 class AuthSettings(BaseSettings):
     model_config = SETTINGS_CONFIG
 
-    password_min_length: int = Field(default=12, ge=MIN_PASSWORD_LENGTH_FLOOR)
-    password_max_length: int = Field(default=128, ge=MIN_PASSWORD_LENGTH_FLOOR, le=1024)
-
-    # argon2id. The defaults are OWASP's minimum recommendation (m=19 MiB, t=2, p=1);
-    # raise them as the hardware allows. Stored hashes made with other parameters are
-    # re-hashed on the next successful login.
-    argon2_time_cost: int = Field(default=2, ge=1)
-    argon2_memory_kib: int = Field(default=19456, ge=8)
-    argon2_parallelism: int = Field(default=1, ge=1)
-    # Threads that hash and verify passwords, off the event loop. Each argon2 run holds
-    # argon2_memory_kib while it works, so this also bounds that memory.
-    password_hash_workers: int = Field(default_factory=_default_hash_workers, ge=1)
-    # How much lower the CPU priority of the hash workers is than the process's (Linux
-    # nice levels, per thread): when hashing and request handling want the same core,
-    # requests go first; an idle core still hashes at full speed. 0 keeps them equal.
-    password_hash_nice: int = Field(default=10, ge=0, le=19)
-
-    # Tokens. API.md fixes the names of the first four.
+    # Tokens.
     issuer: str = Field(default="aixiate", min_length=1)
     audience: str = Field(default="aixiate-api", min_length=1)
     access_token_ttl_seconds: int = Field(default=900, ge=30, le=86400)
@@ -63,7 +36,6 @@ class AuthSettings(BaseSettings):
     # last_used_at of a session is written at most this often.
     session_touch_interval_seconds: float = Field(default=60.0, gt=0)
 
-    email_verification_ttl_seconds: int = Field(default=86400, ge=60)
     require_email_verification: bool = True
     password_reset_ttl_seconds: int = Field(default=3600, ge=60)
 
@@ -79,22 +51,14 @@ class AuthSettings(BaseSettings):
     lockout_fail_mode: FailMode = "fail_closed"
 
     @model_validator(mode="after")
-    def _check_lengths(self) -> Self:
-        if self.password_min_length > self.password_max_length:
-            raise ValueError("password_min_length must not exceed password_max_length")
+    def _check(self) -> Self:
         if self.session_absolute_ttl_seconds < self.refresh_token_ttl_seconds:
             raise ValueError(
                 "session_absolute_ttl_seconds must be at least refresh_token_ttl_seconds"
             )
         if self.lockout_base_seconds > self.lockout_max_seconds:
             raise ValueError("lockout_base_seconds must not exceed lockout_max_seconds")
-        if self.argon2_memory_kib < 8 * self.argon2_parallelism:
-            raise ValueError("argon2_memory_kib must be at least 8 x argon2_parallelism")
         return self
-
-    @property
-    def email_verification_ttl(self) -> timedelta:
-        return timedelta(seconds=self.email_verification_ttl_seconds)
 
     @property
     def password_reset_ttl(self) -> timedelta:
@@ -104,7 +68,3 @@ class AuthSettings(BaseSettings):
 @lru_cache
 def get_auth_settings() -> AuthSettings:
     return AuthSettings()
-
-
-# Tests point this at their own instance with app.dependency_overrides[get_auth_settings].
-AuthSettingsDep = Annotated[AuthSettings, Depends(get_auth_settings)]

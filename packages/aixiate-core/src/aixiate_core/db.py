@@ -2,6 +2,7 @@
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID, uuid4
@@ -209,6 +210,31 @@ async def commit(session: AsyncSession) -> None:
             await hook(session)
         except Exception:
             log.exception("db.after_commit_hook_failed", hook=getattr(hook, "__name__", "?"))
+
+
+async def end_read(session: AsyncSession) -> None:
+    """Ends the request's read-only transaction before slow work such as hashing a
+    password, so that nothing is held meanwhile: a pooled connection on PostgreSQL, the
+    write lock on SQLite (whose transactions begin IMMEDIATE). Later statements open a
+    new transaction, which the request's unit of work commits as usual.
+
+    Only for a session that has written nothing: committing pending changes here would
+    split the request's business transaction in two.
+    """
+    if session.new or session.dirty or session.deleted:
+        raise RuntimeError("end_read() on a session with pending changes")
+    await session.commit()
+
+
+@asynccontextmanager
+async def own_transaction(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    """A transaction beside the request's, for writes that must survive its failure (the
+    audit of a refused attempt, a lock and its email, a reuse revocation). End or roll
+    back the request's own transaction first where both could wait on one lock."""
+    async with sessionmaker() as session, session.begin():
+        yield session
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:

@@ -1,8 +1,9 @@
 """In-process domain events: how a lower package tells a higher one that something happened.
 
-users cannot import auth, yet deleting a user must end its sessions. users publishes
-:class:`UserDeleted`; auth subscribes when the service assembles the app. Handlers run
-in the publisher's transaction, so their writes commit or roll back with the change.
+A package publishes its own event types (users' live in ``aixiate_users.events``); the
+service subscribes the handlers of the packages above when it assembles the app. Handlers
+run in the publisher's transaction, so their writes commit or roll back with the change.
+Core's only event of its own is :class:`EmailDeliveryFailed`.
 """
 
 from collections import defaultdict
@@ -13,32 +14,6 @@ from uuid import UUID
 
 from fastapi import Depends, Request
 from sqlmodel.ext.asyncio.session import AsyncSession
-
-
-@dataclass(frozen=True, slots=True)
-class UserDeleted:
-    user_id: UUID
-
-
-@dataclass(frozen=True, slots=True)
-class UserDeactivated:
-    user_id: UUID
-
-
-@dataclass(frozen=True, slots=True)
-class UserRolesChanged:
-    user_id: UUID
-    roles: frozenset[str]
-
-
-@dataclass(frozen=True, slots=True)
-class UserEmailChanged:
-    user_id: UUID
-
-
-@dataclass(frozen=True, slots=True)
-class UserUnlocked:
-    user_id: UUID
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +31,10 @@ class DomainEvents:
     def __init__(self) -> None:
         self._handlers: defaultdict[type, list[Handler]] = defaultdict(list)
 
-    def subscribe(self, event_type: type, handler: Handler) -> None:
+    def subscribe(self, event_type: type, handler: Handler) -> Callable[[], None]:
+        """Returns what undoes the subscription (for subscribers that live with a lifespan)."""
         self._handlers[event_type].append(handler)
+        return lambda: self._handlers[event_type].remove(handler)
 
     async def publish(self, session: AsyncSession, event: object) -> None:
         for handler in self._handlers.get(type(event), ()):

@@ -1,8 +1,9 @@
 """Who is calling: the ``Principal`` and the dependencies routes use to require one.
 
 Core defines the contract only. aixiate-auth implements :class:`PrincipalResolver`
-(token verification plus session liveness) and the service registers it on the app,
-so the users and audit packages can protect routes without importing auth.
+(token verification plus session liveness) and puts it into the lifespan state under
+``principal_resolver``, so the users and audit packages can protect routes without
+importing auth.
 """
 
 from collections.abc import Awaitable, Callable
@@ -10,10 +11,10 @@ from dataclasses import dataclass
 from typing import Annotated, Protocol
 from uuid import UUID
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 
-from aixiate_core.errors import AppError, Forbidden, NotAuthenticated
+from aixiate_core.errors import Forbidden, NotAuthenticated
 
 #: Where Swagger UI's "Authorize" button posts the password form (API.md, POST /auth/token).
 TOKEN_URL = "/api/v1/auth/token"  # noqa: S105 - a path, not a secret
@@ -35,8 +36,8 @@ class PrincipalResolver(Protocol):
         ...
 
 
-def register_principal_resolver(app: FastAPI, resolver: PrincipalResolver) -> None:
-    app.state.principal_resolver = resolver
+#: The lifespan state entry that holds the app's resolver.
+RESOLVER_STATE_KEY = "principal_resolver"
 
 
 class BearerPrincipal(OAuth2PasswordBearer):
@@ -56,10 +57,10 @@ class BearerPrincipal(OAuth2PasswordBearer):
         token = await super().__call__(request)
         if not token:
             raise NotAuthenticated()
-        resolver: PrincipalResolver | None = getattr(request.app.state, "principal_resolver", None)
+        resolver: PrincipalResolver | None = getattr(request.state, RESOLVER_STATE_KEY, None)
         if resolver is None:
             # A deployment error, not the caller's: fail closed and loudly.
-            raise RuntimeError("no PrincipalResolver registered on the app")
+            raise RuntimeError("no PrincipalResolver in the app's lifespan state")
         principal = await resolver(request, token)
         request.state.principal = principal
         return principal
@@ -83,49 +84,3 @@ def require_role(role: str) -> Callable[[Principal], Awaitable[Principal]]:
 
 
 AdminPrincipal = Annotated[Principal, Depends(require_role("admin"))]
-
-
-class WeakPassword(AppError):
-    status_code = 422
-    code = "weak_password"
-    title = "Weak password"
-    default_detail = "The password does not meet the password policy."
-
-
-@dataclass(frozen=True, slots=True)
-class PasswordCheck:
-    valid: bool
-    #: A fresh hash when the stored one uses a deprecated scheme or outdated parameters.
-    new_hash: str | None = None
-
-
-class PasswordService(Protocol):
-    """Hashing, verification and policy, implemented by aixiate-auth.
-
-    Lower packages (users' admin create, email change, account deletion) need passwords
-    but cannot import auth; they depend on this protocol instead.
-    """
-
-    async def hash(self, password: str) -> str: ...
-
-    async def verify(self, password: str, password_hash: str | None) -> PasswordCheck:
-        """Constant work whether or not ``password_hash`` is None (unknown user)."""
-        ...
-
-    def check_policy(self, password: str, *, email: str | None = None) -> None:
-        """Raises :class:`WeakPassword` naming the reason."""
-        ...
-
-
-def register_password_service(app: FastAPI, service: PasswordService) -> None:
-    app.state.password_service = service
-
-
-def get_password_service(request: Request) -> PasswordService:
-    service: PasswordService | None = getattr(request.app.state, "password_service", None)
-    if service is None:
-        raise RuntimeError("no PasswordService registered on the app")
-    return service
-
-
-PasswordServiceDep = Annotated[PasswordService, Depends(get_password_service)]

@@ -13,6 +13,16 @@ from aixiate_users import snapshots
 from aixiate_users.errors import UserNotFound
 from aixiate_users.models import User
 from aixiate_users.repository import UserRepository
+from aixiate_users.state import UsersState
+
+
+def get_users(request: Request) -> UsersState:
+    """The users package's state (settings, passwords), put there at start-up."""
+    users: UsersState = request.state.users
+    return users
+
+
+UsersDep = Annotated[UsersState, Depends(get_users)]
 
 
 async def get_current_user(principal: CurrentPrincipal, session: SessionDep) -> User:

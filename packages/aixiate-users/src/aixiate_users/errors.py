@@ -41,6 +41,15 @@ class InvalidPassword(AppError):
     default_detail = "The password is incorrect."
 
 
+class WeakPassword(AppError):
+    """A new password the policy refuses; ``extra["reason"]`` says why."""
+
+    status_code = 422
+    code = "weak_password"
+    title = "Weak password"
+    default_detail = "The password does not meet the password policy."
+
+
 class EmailUnchanged(BadRequest):
     code = "email_unchanged"
     title = "Email unchanged"

@@ -1,4 +1,6 @@
-"""``/users``: self-service profile routes and admin user management."""
+"""``/users``: self-service profile routes and admin user management; and
+``POST /auth/confirm-email``, the end of the email change that starts at
+``POST /users/me/email`` (the path is under /auth for clients; the flow is users')."""
 
 from typing import Annotated
 
@@ -7,23 +9,20 @@ from aixiate_audit.schemas import AuditPage, PageQuery
 from aixiate_core.db import SessionDep, SessionMakerDep
 from aixiate_core.events import EventsDep
 from aixiate_core.outbox import OutboxDep
-from aixiate_core.security import (
-    AdminPrincipal,
-    CurrentPrincipal,
-    PasswordServiceDep,
-    WeakPassword,
-)
+from aixiate_core.security import AdminPrincipal, CurrentPrincipal
 from fastapi import APIRouter, Query, Response, status
 
 from aixiate_users import service as users_service
-from aixiate_users.dependencies import CurrentUser, CurrentUserJSON, TargetUser
+from aixiate_users.dependencies import CurrentUser, CurrentUserJSON, TargetUser, UsersDep
 from aixiate_users.errors import (
     CannotModifySelf,
     EmailTaken,
     EmailUnchanged,
+    InvalidActionToken,
     InvalidCursor,
     InvalidPassword,
     UserNotFound,
+    WeakPassword,
     problem_responses,
 )
 from aixiate_users.models import User
@@ -31,6 +30,7 @@ from aixiate_users.schemas import (
     Accepted,
     AdminUserCreate,
     AdminUserUpdate,
+    EmailChangeConfirmation,
     EmailChangeRequest,
     Page,
     PasswordConfirmation,
@@ -38,7 +38,6 @@ from aixiate_users.schemas import (
     UserRead,
     UserUpdate,
 )
-from aixiate_users.settings import UsersSettingsDep
 
 router = APIRouter(prefix="/users", tags=["users"])
 
@@ -76,9 +75,8 @@ async def request_email_change(
     user: CurrentUser,
     session: SessionDep,
     sessionmaker: SessionMakerDep,
-    passwords: PasswordServiceDep,
+    users: UsersDep,
     outbox: OutboxDep,
-    settings: UsersSettingsDep,
 ) -> Accepted:
     """Starts changing the caller's email address; the current password confirms it.
 
@@ -91,9 +89,9 @@ async def request_email_change(
         session,
         user,
         body,
-        passwords=passwords,
+        passwords=users.passwords,
         outbox=outbox,
-        settings=settings,
+        settings=users.settings,
         sessionmaker=sessionmaker,
     )
     return Accepted(detail=EMAIL_CHANGE_ACCEPTED)
@@ -109,14 +107,14 @@ async def delete_me(
     user: CurrentUser,
     session: SessionDep,
     sessionmaker: SessionMakerDep,
-    passwords: PasswordServiceDep,
+    users: UsersDep,
     events: EventsDep,
 ) -> None:
     """Deletes the caller's account for good and ends all its sessions; the current
     password confirms it (403 `invalid_password` when wrong). The audit trail of the
     account is kept."""
     await users_service.delete_me(
-        session, user, body, passwords=passwords, events=events, sessionmaker=sessionmaker
+        session, user, body, passwords=users.passwords, events=events, sessionmaker=sessionmaker
     )
 
 
@@ -168,12 +166,12 @@ async def create_user(
     body: AdminUserCreate,
     admin: AdminPrincipal,
     session: SessionDep,
-    passwords: PasswordServiceDep,
+    users: UsersDep,
 ) -> User:
     """Creates a user with the given password (role `admin`). The password policy
     applies (422 `weak_password`); an address already in use answers 409 `email_taken`.
     No email is sent; `is_verified: true` marks the address as verified."""
-    return await users_service.create_user(session, body, admin=admin, passwords=passwords)
+    return await users_service.create_user(session, body, admin=admin, passwords=users.passwords)
 
 
 @router.get(
@@ -219,14 +217,25 @@ async def delete_user(
     await users_service.delete_user(session, user, admin=admin, events=events)
 
 
-@router.post(
-    "/{user_id}/unlock",
-    status_code=status.HTTP_204_NO_CONTENT,
-    responses=problem_responses(UserNotFound, admin=True),
+# --- the end of an email change, at the path clients know --------------------------------
+
+confirm_email_router = APIRouter(prefix="/auth", tags=["auth"])
+
+
+@confirm_email_router.post(
+    "/confirm-email",
+    response_model=UserRead,
+    responses=problem_responses(InvalidActionToken, EmailTaken, auth=False),
 )
-async def unlock_user(
-    user: TargetUser, admin: AdminPrincipal, session: SessionDep, events: EventsDep
-) -> None:
-    """Clears a lockout after failed logins (role `admin`), at once; answers 204 also
-    when the account was not locked."""
-    await users_service.unlock_user(session, user, admin=admin, events=events)
+async def confirm_email(
+    body: EmailChangeConfirmation,
+    session: SessionDep,
+    sessionmaker: SessionMakerDep,
+    events: EventsDep,
+) -> User:
+    """Completes an email change (see `POST /users/me/email`) with the token sent to the
+    new address, and marks that address verified. Each token works once and expires
+    with the verification TTL."""
+    return await users_service.confirm_email_change(
+        session, body.token, events=events, sessionmaker=sessionmaker
+    )

@@ -21,11 +21,12 @@ from pydantic import (
     field_validator,
 )
 
+from aixiate_users.settings import MAX_PASSWORD_INPUT
+
 ROLE_PATTERN = r"^[a-z][a-z0-9_:.-]{0,49}$"
 MAX_ROLES = 20
 MAX_NAME_LENGTH = 200
 MAX_EMAIL_LENGTH = 320
-MAX_PASSWORD_LENGTH = 128
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 
@@ -76,9 +77,10 @@ FullName = Annotated[
     BeforeValidator(_strip_name),
 ]
 Email = Annotated[EmailStr, BeforeValidator(_plain_address), Field(max_length=MAX_EMAIL_LENGTH)]
-# min_length=1 only: the policy (length, breached lists) is PasswordService.check_policy's,
-# which answers 422 weak_password with the reason; the cap keeps hashing cheap.
-Password = Annotated[str, Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)]
+# Every password field, new or confirming: min_length=1 only, because the policy (length,
+# breached lists) is Passwords.check_policy's, which answers 422 weak_password with the
+# reason; the cap bounds the work of normalising and hashing before anything else runs.
+Password = Annotated[str, Field(min_length=1, max_length=MAX_PASSWORD_INPUT)]
 Role = Annotated[str, Field(pattern=ROLE_PATTERN)]
 Roles = Annotated[list[Role], Field(max_length=MAX_ROLES), AfterValidator(_dedupe)]
 
@@ -124,6 +126,16 @@ class UserUpdate(_Patch):
 class EmailChangeRequest(_Body):
     new_email: Email
     password: Password
+
+
+#: Emailed tokens are 43 characters; anything far longer is not one of ours.
+MAX_TOKEN_LENGTH = 256
+
+EmailedToken = Annotated[str, Field(min_length=1, max_length=MAX_TOKEN_LENGTH)]
+
+
+class EmailChangeConfirmation(_Body):
+    token: EmailedToken
 
 
 class PasswordConfirmation(_Body):

@@ -14,17 +14,10 @@ from typing import Any
 from uuid import UUID
 
 from aixiate_audit import service as audit_service
-from aixiate_core.db import utc_now
-from aixiate_core.events import (
-    DomainEvents,
-    UserDeactivated,
-    UserDeleted,
-    UserEmailChanged,
-    UserRolesChanged,
-    UserUnlocked,
-)
+from aixiate_core.db import end_read, utc_now
+from aixiate_core.events import DomainEvents
 from aixiate_core.outbox import Outbox
-from aixiate_core.security import PasswordService, Principal
+from aixiate_core.security import Principal
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -38,7 +31,9 @@ from aixiate_users.errors import (
     InvalidActionToken,
     InvalidPassword,
 )
+from aixiate_users.events import UserDeactivated, UserDeleted, UserEmailChanged, UserRolesChanged
 from aixiate_users.models import User
+from aixiate_users.passwords import Passwords
 from aixiate_users.repository import UserRepository, normalize_email
 from aixiate_users.schemas import (
     AdminUserCreate,
@@ -78,7 +73,7 @@ async def request_email_change(
     user: User,
     body: EmailChangeRequest,
     *,
-    passwords: PasswordService,
+    passwords: Passwords,
     outbox: Outbox,
     settings: UsersSettings,
     sessionmaker: async_sessionmaker[AsyncSession],
@@ -126,7 +121,7 @@ async def request_email_change(
                 "name": user.full_name,
                 "link": outbox.link("confirm-email", token),
                 "new_email": new_email,
-                "expires_hours": math.ceil(settings.email_verification_ttl_seconds / 3600),
+                "expires_hours": math.ceil(settings.email_change_ttl.total_seconds() / 3600),
             },
         )
     await outbox.enqueue(
@@ -217,7 +212,7 @@ async def delete_me(
     user: User,
     body: PasswordConfirmation,
     *,
-    passwords: PasswordService,
+    passwords: Passwords,
     events: DomainEvents,
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
@@ -261,7 +256,7 @@ async def create_user(
     body: AdminUserCreate,
     *,
     admin: Principal | None,
-    passwords: PasswordService,
+    passwords: Passwords,
 ) -> User:
     """Creates an account with a password the admin chose. Unlike registration this says
     409 ``email_taken`` for a known address: admins may learn that, and need to.
@@ -271,6 +266,7 @@ async def create_user(
     if await repository.get_by_email(email) is not None:
         raise EmailTaken()
     passwords.check_policy(body.password, email=email)
+    await end_read(session)
     user = User(
         email=email,
         password_hash=await passwords.hash(body.password),
@@ -349,21 +345,6 @@ async def delete_user(
     )
 
 
-async def unlock_user(
-    session: AsyncSession, user: User, *, admin: Principal, events: DomainEvents
-) -> None:
-    """Publishes ``UserUnlocked``; the lockout lives with its subscriber, so this answers
-    the same whether or not the account was locked."""
-    await events.publish(session, UserUnlocked(user_id=user.id))
-    await audit_service.record(
-        session,
-        "admin.user.unlocked",
-        actor_id=admin.user_id,
-        target_type=TARGET_USER,
-        target_id=user.id,
-    )
-
-
 # --- helpers ----------------------------------------------------------------------------
 
 
@@ -381,13 +362,14 @@ async def _confirm_password(
     session: AsyncSession,
     user: User,
     password: str,
-    passwords: PasswordService,
+    passwords: Passwords,
     *,
     sessionmaker: async_sessionmaker[AsyncSession],
     failure: str,
 ) -> None:
     """Raises :class:`InvalidPassword` for a wrong password, after auditing it as
     ``failure`` (an attempt on a stolen session is exactly what the owner must see)."""
+    await end_read(session)
     check = await passwords.verify(password, user.password_hash)
     if not check.valid:
         await audit_service.record_failure(

@@ -1,14 +1,13 @@
-"""Who listens to which domain event: the one place packages are connected sideways."""
+"""Who listens to which domain event, and which tables housekeeping prunes: the places
+packages are connected sideways. (auth subscribes to users' events itself, for as long
+as its state lives: see ``aixiate_auth.state.auth_extension``.)"""
 
 from datetime import timedelta
 
 from aixiate_audit import retention as audit_retention
 from aixiate_audit import service as audit_service
 from aixiate_audit.settings import get_audit_settings
-from aixiate_auth import lockout as auth_lockout
-from aixiate_auth import sessions as auth_sessions
-from aixiate_auth import subscribers as auth_subscribers
-from aixiate_auth.runtime import AuthRuntime
+from aixiate_auth.services import sessions as auth_sessions
 from aixiate_core import outbox
 from aixiate_core.events import DomainEvents, EmailDeliveryFailed
 from aixiate_core.housekeeping import PurgeJob
@@ -17,13 +16,9 @@ from aixiate_core.settings import Settings
 from aixiate_users import action_tokens
 
 
-def subscribe_all(events: DomainEvents, auth: AuthRuntime | None = None) -> DomainEvents:
-    """``auth`` is None in processes that serve no requests (``aixiate worker``)."""
+def subscribe_all(events: DomainEvents) -> DomainEvents:
     events.subscribe(EmailDeliveryFailed, audit_service.on_email_delivery_failed)
     events.subscribe(RateLimitExceeded, audit_service.on_rate_limited)
-    if auth is not None:
-        auth_subscribers.subscribe(events, auth)
-        auth_lockout.subscribe(events, auth)
     return events
 
 

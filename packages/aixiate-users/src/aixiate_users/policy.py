@@ -1,4 +1,4 @@
-"""The password policy of NIST SP 800-63B, as API.md states it.
+"""The password policy of NIST SP 800-63B.
 
 Length only (counted in Unicode code points after NFKC normalization), no composition
 rules, and two blocklists: the offline list of common and breached passwords shipped in
@@ -10,7 +10,7 @@ import unicodedata
 from functools import cache
 from importlib import resources
 
-from aixiate_core.security import WeakPassword
+from aixiate_users.errors import WeakPassword
 
 COMMON_PASSWORDS_FILE = "common-passwords.txt.gz"
 
@@ -30,7 +30,7 @@ def common_passwords() -> frozenset[str]:
 
     Call it at startup to keep that first read out of a request.
     """
-    data = resources.files("aixiate_auth").joinpath("data", COMMON_PASSWORDS_FILE).read_bytes()
+    data = resources.files("aixiate_users").joinpath("data", COMMON_PASSWORDS_FILE).read_bytes()
     return frozenset(gzip.decompress(data).decode("utf-8").splitlines())
 
 

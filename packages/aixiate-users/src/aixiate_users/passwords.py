@@ -1,9 +1,10 @@
 """Password hashing: argon2id, verified off the event loop; bcrypt accepted as legacy.
 
-Implements core's :class:`~aixiate_core.security.PasswordService`, so users' admin routes
-can hash and check passwords without importing this package. Every hash and verify runs
-in a bounded thread pool: argon2 is tens of milliseconds of CPU and memory by design,
-and on the event loop a burst of logins would stall every other request.
+Credentials belong to the users package: the password hash is a column of ``User``, and
+both users (admin create, email change, account deletion) and auth (registration, login,
+recovery) hash and check passwords through one :class:`Passwords`. Every hash and verify
+runs in a bounded thread pool: argon2 is tens of milliseconds of CPU and memory by
+design, and on the event loop a burst of logins would stall every other request.
 """
 
 import asyncio
@@ -12,15 +13,15 @@ import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 
 import structlog
 from aixiate_core.crypto import new_token
-from aixiate_core.security import PasswordCheck
 from passlib.context import CryptContext  # type: ignore[import-untyped]
 
-from aixiate_auth.policy import PasswordPolicy, common_passwords, normalize_password
-from aixiate_auth.settings import AuthSettings, get_auth_settings
+from aixiate_users.policy import PasswordPolicy, common_passwords, normalize_password
+from aixiate_users.settings import UsersSettings
 
 log = structlog.get_logger()
 
@@ -52,11 +53,18 @@ def lower_thread_priority(nice: int) -> None:
         log.warning("password.worker_priority_unchanged", error_type=type(exc).__name__)
 
 
-class Argon2PasswordService:
+@dataclass(frozen=True, slots=True)
+class PasswordCheck:
+    valid: bool
+    #: A fresh hash when the stored one uses a deprecated scheme or outdated parameters.
+    new_hash: str | None = None
+
+
+class Passwords:
     """Hash, verify and policy. Call :meth:`shutdown` when the app stops."""
 
-    def __init__(self, settings: AuthSettings | None = None) -> None:
-        self.settings = settings or get_auth_settings()
+    def __init__(self, settings: UsersSettings) -> None:
+        self.settings = settings
         self.policy = PasswordPolicy(
             min_length=self.settings.password_min_length,
             max_length=self.settings.password_max_length,
@@ -83,9 +91,11 @@ class Argon2PasswordService:
         return await self._run(self._hash_sync, password)
 
     async def verify(self, password: str, password_hash: str | None) -> PasswordCheck:
+        """Costs the same whether or not ``password_hash`` is None (an unknown user)."""
         return await self._run(self._verify_sync, password, password_hash)
 
     def check_policy(self, password: str, *, email: str | None = None) -> None:
+        """Raises :class:`~aixiate_users.errors.WeakPassword` naming the reason."""
         self.policy.check(password, email=email)
 
     async def preload(self) -> None:

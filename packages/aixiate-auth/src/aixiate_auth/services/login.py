@@ -1,0 +1,87 @@
+"""Signing in with an email address and a password.
+
+Unknown addresses and wrong passwords cost the same and answer the same. A refused
+attempt is audited in a transaction of its own (the request's rolls back with the error)
+and counts toward the account's lockout.
+"""
+
+from aixiate_audit import service as audit_service
+from aixiate_core.db import end_read
+from aixiate_users.models import User
+from aixiate_users.passwords import Passwords
+from aixiate_users.repository import UserRepository
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from aixiate_auth.errors import (
+    AccountInactive,
+    AccountLocked,
+    EmailNotVerified,
+    InvalidCredentials,
+)
+from aixiate_auth.schemas import TokenPair
+from aixiate_auth.services.lockout import LockoutService
+from aixiate_auth.services.sessions import SessionService
+from aixiate_auth.settings import AuthSettings
+
+
+class LoginService:
+    def __init__(
+        self,
+        *,
+        settings: AuthSettings,
+        passwords: Passwords,
+        lockouts: LockoutService,
+        sessions: SessionService,
+        sessionmaker: async_sessionmaker[AsyncSession],
+    ) -> None:
+        self.settings = settings
+        self.passwords = passwords
+        self.lockouts = lockouts
+        self.sessions = sessions
+        self.sessionmaker = sessionmaker
+
+    async def with_password(self, session: AsyncSession, *, email: str, password: str) -> TokenPair:
+        user = await UserRepository(session).get_by_email(email)
+        await end_read(session)
+        # Locks hold for unknown addresses too, and are checked before any hashing.
+        if (locked_for := await self.lockouts.check(email)) is not None:
+            await self._failed("locked", user)
+            raise AccountLocked(locked_for)
+        # Unknown users are verified against a dummy hash: same work, same timing.
+        check = await self.passwords.verify(password, user.password_hash if user else None)
+        if user is None or not check.valid:
+            await self._failed("unknown_user" if user is None else "bad_password", user)
+            await self.lockouts.record_failure(email, user)  # raises once this one locks
+            raise InvalidCredentials()
+        if not user.is_active:
+            await self._failed("inactive", user)
+            raise AccountInactive()
+        if self.settings.require_email_verification and not user.is_verified:
+            await self._failed("unverified", user)
+            raise EmailNotVerified()
+        if check.new_hash is not None:
+            user.password_hash = check.new_hash
+            session.add(user)
+        await self.lockouts.succeeded(email)
+        pair, auth_session = await self.sessions.start(session, user)
+        await audit_service.record(
+            session,
+            "auth.login.succeeded",
+            actor_id=user.id,
+            target_type="user",
+            target_id=user.id,
+            data={"session_id": str(auth_session.id), "rehashed": check.new_hash is not None},
+        )
+        return pair
+
+    async def _failed(self, reason: str, user: User | None) -> None:
+        await audit_service.record_now(
+            self.sessionmaker,
+            "auth.login.failed",
+            actor_id=user.id if user else None,
+            target_type="user" if user else None,
+            target_id=user.id if user else None,
+            success=False,
+            reason=reason,
+        )
