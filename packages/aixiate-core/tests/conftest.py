@@ -1,43 +1,24 @@
-"""An app assembled from core's pieces alone, wired the way the service wires them.
+"""Apps assembled from core's pieces alone, the way the service assembles them.
 
-Core must not import aixiate_api, so the tests build their own small app: the same
-lifespan resources, error handlers, middleware and operations router, plus whatever
-routes a test adds.
+Core must not import aixiate_api: ``make_app`` is :func:`aixiate_core.app.assemble` with
+the operations router, plus whatever routes and lifespan extensions a test adds.
 """
 
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 
 import pytest
-from aixiate_core.errors import install_error_handlers
+from aixiate_core.app import Extension, assemble
 from aixiate_core.health import router as operations_router
-from aixiate_core.metrics import Metrics
-from aixiate_core.middleware import RequestMiddleware
-from aixiate_core.resources import State, open_resources
 from aixiate_core.settings import Settings
 from fastapi import APIRouter, FastAPI
 
-type AppFactory = Callable[[Settings, APIRouter], FastAPI]
+type AppFactory = Callable[..., FastAPI]
 
 
-def build_app(settings: Settings, routes: APIRouter) -> FastAPI:
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[State]:
-        async with open_resources(settings) as state:
-            yield state
-
-    app = FastAPI(lifespan=lifespan)
-    app.state.settings = settings
-    app.state.metrics = Metrics()
-    install_error_handlers(app)
-    app.add_middleware(
-        RequestMiddleware,
-        metrics=app.state.metrics,
-        max_body_bytes=settings.max_body_bytes,
-        trusted_proxies=settings.trusted_proxies,
-    )
+def build_app(settings: Settings, routes: APIRouter, *extensions: Extension) -> FastAPI:
+    app = assemble(settings, extensions=extensions, background=False)
     app.include_router(operations_router)
     app.include_router(routes)
     return app
@@ -45,6 +26,7 @@ def build_app(settings: Settings, routes: APIRouter) -> FastAPI:
 
 @pytest.fixture
 def make_app() -> AppFactory:
+    """``make_app(settings, routes, *extensions)``."""
     return build_app
 
 

@@ -2,13 +2,13 @@ from collections.abc import AsyncIterator, Callable
 from uuid import UUID, uuid4
 
 import httpx
+from aixiate_core.app import static_state
 import pytest
 from aixiate_core.errors import PROBLEM_CONTENT_TYPE, InvalidToken
 from aixiate_core.security import (
     AdminPrincipal,
     CurrentPrincipal,
     Principal,
-    register_principal_resolver,
     require_role,
 )
 from aixiate_core.settings import Settings
@@ -69,8 +69,7 @@ def resolver() -> FakeResolver:
 async def client(
     make_app: AppFactory, settings: Settings, resolver: FakeResolver
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app = make_app(settings, security_routes())
-    register_principal_resolver(app, resolver)
+    app = make_app(settings, security_routes(), static_state(principal_resolver=resolver))
     async with serve(app) as http:
         yield http
 

@@ -1,95 +1,43 @@
-"""An app of core's pieces and the users router, wired the way aixiate-api wires it.
+"""An app of core's pieces and the users routers, assembled the way aixiate-api does.
 
-The users package cannot import auth, so two stand-ins take its place: a resolver that
-maps bearer strings minted by the test to principals (real token verification is
-tested in auth), and a small scrypt PasswordService. Requests run in the test's
+The users package cannot import auth, so a stand-in resolver maps bearer strings minted
+by the test to principals (real token verification is tested in auth). Passwords are the
+real :class:`Passwords` with cheap argon2 parameters. Requests run in the test's
 rolled-back transaction: the app's session dependency yields the ``session`` fixture,
 committing (a savepoint) on success and rolling back on error, as the real one does.
 """
 
-import hashlib
-import hmac
-import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from uuid import uuid4
 
 import httpx
 import pytest
-from aixiate_core.db import STORE_KEY, SessionDep, SessionMakerDep, commit, get_session
+from aixiate_core.app import API_PREFIX, assemble, static_state
+from aixiate_core.db import STORE_KEY, commit, get_session
 from aixiate_core.email import EmailMessage
-from aixiate_core.errors import InvalidToken, install_error_handlers
-from aixiate_core.events import (
-    DomainEvents,
-    EventsDep,
-    UserDeactivated,
-    UserDeleted,
-    UserEmailChanged,
-    UserRolesChanged,
-    UserUnlocked,
-)
-from aixiate_core.metrics import Metrics
-from aixiate_core.middleware import RequestMiddleware
+from aixiate_core.errors import InvalidToken
+from aixiate_core.events import DomainEvents
 from aixiate_core.outbox import Outbox, OutboxEmail
-from aixiate_core.resources import State, open_resources
-from aixiate_core.security import (
-    PasswordCheck,
-    PasswordService,
-    Principal,
-    WeakPassword,
-    register_password_service,
-    register_principal_resolver,
-)
+from aixiate_core.security import Principal
 from aixiate_core.settings import Settings
 from aixiate_core.testing import serve
-from aixiate_users import service as users_service
+from aixiate_users.events import USER_EVENTS
 from aixiate_users.models import User
+from aixiate_users.passwords import Passwords
+from aixiate_users.router import confirm_email_router
 from aixiate_users.router import router as users_router
-from aixiate_users.schemas import UserRead
-from aixiate_users.settings import UsersSettings, get_users_settings
-from fastapi import APIRouter, FastAPI, Request
-from pydantic import BaseModel, SecretStr
+from aixiate_users.settings import UsersSettings
+from aixiate_users.state import UsersState, users_extension
+from fastapi import FastAPI, Request
+from pydantic import SecretStr
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-API_PREFIX = "/api/v1"
 PUBLIC_URL = "https://app.example.com"
-USER_EVENTS = (UserDeleted, UserDeactivated, UserRolesChanged, UserEmailChanged, UserUnlocked)
 
 type Login = Callable[[User], dict[str, str]]
 type Mailbox = Callable[[], Awaitable[list[EmailMessage]]]
-
-
-class ScryptPasswords:
-    """PasswordService for tests: scrypt with cheap parameters, a 12-character minimum,
-    and a ``plain$`` legacy scheme that verifies and asks for a rehash."""
-
-    MIN_LENGTH = 12
-
-    async def hash(self, password: str) -> str:
-        salt = os.urandom(16)
-        return f"scrypt${salt.hex()}${self._derive(password, salt).hex()}"
-
-    async def verify(self, password: str, password_hash: str | None) -> PasswordCheck:
-        if password_hash is not None and password_hash.startswith("plain$"):
-            valid = hmac.compare_digest(password_hash.removeprefix("plain$"), password)
-            return PasswordCheck(valid=valid, new_hash=await self.hash(password) if valid else None)
-        if password_hash is None:
-            self._derive(password, b"\0" * 16)  # the same work for unknown users
-            return PasswordCheck(valid=False)
-        _, salt, digest = password_hash.split("$")
-        expected = self._derive(password, bytes.fromhex(salt)).hex()
-        return PasswordCheck(valid=hmac.compare_digest(expected, digest))
-
-    def check_policy(self, password: str, *, email: str | None = None) -> None:
-        if len(password) < self.MIN_LENGTH:
-            raise WeakPassword(f"The password must have at least {self.MIN_LENGTH} characters.")
-        if email and email.split("@")[0].lower() in password.lower():
-            raise WeakPassword("The password must not contain the email address.")
-
-    @staticmethod
-    def _derive(password: str, salt: bytes) -> bytes:
-        return hashlib.scrypt(password.encode(), salt=salt, n=2**8, r=8, p=1, dklen=32)
 
 
 class BearerTokens:
@@ -112,25 +60,6 @@ class BearerTokens:
         return {"Authorization": f"Bearer {token}"}
 
 
-class ConfirmEmail(BaseModel):
-    token: str
-
-
-def auth_stand_in() -> APIRouter:
-    """``POST /auth/confirm-email`` as aixiate-auth mounts it: one call to the users service."""
-    router = APIRouter(prefix="/auth", tags=["auth"])
-
-    @router.post("/confirm-email", response_model=UserRead)
-    async def confirm_email(
-        body: ConfirmEmail, session: SessionDep, sessionmaker: SessionMakerDep, events: EventsDep
-    ) -> User:
-        return await users_service.confirm_email_change(
-            session, body.token, events=events, sessionmaker=sessionmaker
-        )
-
-    return router
-
-
 @pytest.fixture
 def app_settings(settings: Settings) -> Settings:
     return settings.model_copy(
@@ -142,14 +71,32 @@ def app_settings(settings: Settings) -> Settings:
     )
 
 
+def fast_users_settings(**overrides: object) -> UsersSettings:
+    """Cheap argon2 parameters plus the given overrides."""
+    values: dict[str, object] = {
+        "email_verification_ttl_seconds": 86400,
+        "argon2_memory_kib": 1024,
+        "argon2_time_cost": 1,
+        "password_hash_workers": 4,
+    }
+    return UsersSettings(_env_file=None, **(values | overrides))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def make_users_settings() -> Callable[..., UsersSettings]:
+    return fast_users_settings
+
+
 @pytest.fixture
 def users_settings() -> UsersSettings:
-    return UsersSettings(email_verification_ttl_seconds=86400, _env_file=None)
+    return fast_users_settings()
 
 
 @pytest.fixture
-def passwords() -> PasswordService:
-    return ScryptPasswords()
+def passwords(users_settings: UsersSettings) -> Iterator[Passwords]:
+    service = Passwords(users_settings)
+    yield service
+    service.shutdown()
 
 
 @pytest.fixture
@@ -190,37 +137,25 @@ def login(tokens: BearerTokens) -> Login:
 def build_app(
     settings: Settings,
     users_settings: UsersSettings,
-    passwords: PasswordService,
+    passwords: Passwords,
     tokens: BearerTokens,
     events: DomainEvents,
     sessionmaker: Callable[[], AbstractAsyncContextManager[AsyncSession]] | None = None,
 ) -> FastAPI:
-    """The users router in an app assembled like aixiate-api's create_app(); with
+    """The users routers in an app assembled like aixiate-api's create_app(); with
     ``sessionmaker``, requests open their sessions from it instead of the engine's."""
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[State]:
-        async with open_resources(settings) as state:
-            if sessionmaker is not None:
-                state["sessionmaker"] = sessionmaker  # type: ignore[typeddict-item]
-            yield state
-
-    app = FastAPI(lifespan=lifespan)
-    app.state.settings = settings
-    app.state.metrics = Metrics()
-    app.state.events = events
-    install_error_handlers(app)
-    app.add_middleware(
-        RequestMiddleware,
-        metrics=app.state.metrics,
-        max_body_bytes=settings.max_body_bytes,
-        trusted_proxies=settings.trusted_proxies,
+    overrides: dict[str, object] = {"principal_resolver": tokens}
+    if sessionmaker is not None:
+        overrides["sessionmaker"] = sessionmaker
+    users = UsersState(settings=users_settings, passwords=passwords)
+    app = assemble(
+        settings,
+        extensions=[users_extension(users), static_state(**overrides)],
+        events=events,
+        background=False,
     )
     app.include_router(users_router, prefix=API_PREFIX)
-    app.include_router(auth_stand_in(), prefix=API_PREFIX)
-    register_principal_resolver(app, tokens)
-    register_password_service(app, passwords)
-    app.dependency_overrides[get_users_settings] = lambda: users_settings
+    app.include_router(confirm_email_router, prefix=API_PREFIX)
     return app
 
 
@@ -229,7 +164,7 @@ def app(
     app_settings: Settings,
     users_settings: UsersSettings,
     session: AsyncSession,
-    passwords: PasswordService,
+    passwords: Passwords,
     tokens: BearerTokens,
     events: DomainEvents,
 ) -> FastAPI:
@@ -260,7 +195,7 @@ def app(
 def committing_app(
     app_settings: Settings,
     users_settings: UsersSettings,
-    passwords: PasswordService,
+    passwords: Passwords,
     tokens: BearerTokens,
     events: DomainEvents,
 ) -> FastAPI:

@@ -8,10 +8,9 @@ from typing import Any
 
 import bcrypt
 import pytest
-from aixiate_auth.passwords import Argon2PasswordService, lower_thread_priority
-from aixiate_auth.policy import common_passwords
-from aixiate_auth.settings import AuthSettings
-from aixiate_core.security import PasswordCheck, PasswordService
+from aixiate_users.passwords import PasswordCheck, Passwords, lower_thread_priority
+from aixiate_users.policy import common_passwords
+from aixiate_users.settings import UsersSettings
 from passlib.context import CryptContext  # type: ignore[import-untyped]
 
 STRONG_PASSWORD = "vivid-otter-harbour-42"
@@ -71,7 +70,7 @@ class RecordingContext:
         return getattr(self.inner, name)
 
 
-def recording(service: Argon2PasswordService, *, delay: float = 0.0) -> RecordingContext:
+def recording(service: Passwords, *, delay: float = 0.0) -> RecordingContext:
     recorder = RecordingContext(service._context, delay=delay)
     service._context = recorder
     return recorder
@@ -90,23 +89,17 @@ def argon2_hash(password: str, *, memory_kib: int, time_cost: int) -> str:
 
 
 class TestHash:
-    def test_implements_the_core_protocol(self, passwords: Argon2PasswordService) -> None:
-        service: PasswordService = passwords
-        assert service is passwords
-
-    async def test_argon2id_with_the_configured_parameters(
-        self, passwords: Argon2PasswordService
-    ) -> None:
+    async def test_argon2id_with_the_configured_parameters(self, passwords: Passwords) -> None:
         stored = await passwords.hash(STRONG_PASSWORD)
 
         assert stored.startswith(FAST_PREFIX)
         assert STRONG_PASSWORD not in stored
 
-    async def test_salted(self, passwords: Argon2PasswordService) -> None:
+    async def test_salted(self, passwords: Passwords) -> None:
         assert await passwords.hash(STRONG_PASSWORD) != await passwords.hash(STRONG_PASSWORD)
 
     async def test_default_parameters_are_owasps(self) -> None:
-        service = Argon2PasswordService(AuthSettings(_env_file=None))
+        service = Passwords(UsersSettings(_env_file=None))
         try:
             stored = await service.hash(STRONG_PASSWORD)
             check = await service.verify(STRONG_PASSWORD, stored)
@@ -118,30 +111,26 @@ class TestHash:
 
 
 class TestVerify:
-    async def test_right_password(self, passwords: Argon2PasswordService) -> None:
+    async def test_right_password(self, passwords: Passwords) -> None:
         stored = await passwords.hash(STRONG_PASSWORD)
 
         assert await passwords.verify(STRONG_PASSWORD, stored) == PasswordCheck(valid=True)
 
-    async def test_wrong_password(self, passwords: Argon2PasswordService) -> None:
+    async def test_wrong_password(self, passwords: Passwords) -> None:
         stored = await passwords.hash(STRONG_PASSWORD)
 
         check = await passwords.verify(STRONG_PASSWORD + "!", stored)
 
         assert check == PasswordCheck(valid=False)
 
-    async def test_unicode_forms_of_one_password_match(
-        self, passwords: Argon2PasswordService
-    ) -> None:
+    async def test_unicode_forms_of_one_password_match(self, passwords: Passwords) -> None:
         composed = "caf\u00e9-au-lait-matin"
         decomposed = "cafe\u0301-au-lait-matin"
         stored = await passwords.hash(composed)
 
         assert (await passwords.verify(decomposed, stored)).valid
 
-    async def test_legacy_bcrypt_verifies_and_is_upgraded(
-        self, passwords: Argon2PasswordService
-    ) -> None:
+    async def test_legacy_bcrypt_verifies_and_is_upgraded(self, passwords: Passwords) -> None:
         legacy = bcrypt.hashpw(STRONG_PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
 
         check = await passwords.verify(STRONG_PASSWORD, legacy)
@@ -151,12 +140,12 @@ class TestVerify:
         assert check.new_hash.startswith(FAST_PREFIX)
         assert await passwords.verify(STRONG_PASSWORD, check.new_hash) == PasswordCheck(True)
 
-    async def test_legacy_bcrypt_wrong_password(self, passwords: Argon2PasswordService) -> None:
+    async def test_legacy_bcrypt_wrong_password(self, passwords: Passwords) -> None:
         legacy = bcrypt.hashpw(STRONG_PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
 
         assert await passwords.verify("not-the-password", legacy) == PasswordCheck(False)
 
-    async def test_legacy_bcrypt_of_a_long_password(self, passwords: Argon2PasswordService) -> None:
+    async def test_legacy_bcrypt_of_a_long_password(self, passwords: Passwords) -> None:
         # Older bcrypt libraries hashed only the first 72 bytes; bcrypt 5 refuses more.
         long_password = "a-long-passphrase-" * 6
         legacy = bcrypt.hashpw(long_password.encode()[:72], bcrypt.gensalt(rounds=4)).decode()
@@ -167,14 +156,14 @@ class TestVerify:
         assert check.new_hash is not None
         assert await passwords.verify(long_password, check.new_hash) == PasswordCheck(True)
 
-    async def test_nul_against_bcrypt_is_a_mismatch(self, passwords: Argon2PasswordService) -> None:
+    async def test_nul_against_bcrypt_is_a_mismatch(self, passwords: Passwords) -> None:
         legacy = bcrypt.hashpw(b"abc", bcrypt.gensalt(rounds=4)).decode()
 
         assert await passwords.verify("abc\x00def", legacy) == PasswordCheck(False)
 
     @pytest.mark.parametrize(("memory_kib", "time_cost"), [(512, 1), (1024, 2), (2048, 1)], ids=str)
     async def test_other_argon2_parameters_are_rehashed(
-        self, passwords: Argon2PasswordService, memory_kib: int, time_cost: int
+        self, passwords: Passwords, memory_kib: int, time_cost: int
     ) -> None:
         outdated = argon2_hash(STRONG_PASSWORD, memory_kib=memory_kib, time_cost=time_cost)
 
@@ -185,15 +174,13 @@ class TestVerify:
         assert check.new_hash.startswith(FAST_PREFIX)
 
     async def test_wrong_password_against_outdated_hash_gives_no_rehash(
-        self, passwords: Argon2PasswordService
+        self, passwords: Passwords
     ) -> None:
         outdated = argon2_hash(STRONG_PASSWORD, memory_kib=512, time_cost=1)
 
         assert await passwords.verify("wrong", outdated) == PasswordCheck(False)
 
-    async def test_unknown_user_costs_an_argon2_verification(
-        self, passwords: Argon2PasswordService
-    ) -> None:
+    async def test_unknown_user_costs_an_argon2_verification(self, passwords: Passwords) -> None:
         recorder = recording(passwords)
 
         check = await passwords.verify(STRONG_PASSWORD, None)
@@ -204,20 +191,18 @@ class TestVerify:
 
     @pytest.mark.parametrize("stored", ["", "garbage", "$argon2id$v=19$m=1024,t=1,p=1$x$y"])
     async def test_corrupt_stored_hash_is_a_mismatch(
-        self, passwords: Argon2PasswordService, stored: str
+        self, passwords: Passwords, stored: str
     ) -> None:
         assert await passwords.verify(STRONG_PASSWORD, stored) == PasswordCheck(False)
 
-    async def test_lone_surrogate_is_a_mismatch(self, passwords: Argon2PasswordService) -> None:
+    async def test_lone_surrogate_is_a_mismatch(self, passwords: Passwords) -> None:
         stored = await passwords.hash(STRONG_PASSWORD)
 
         assert await passwords.verify("\ud800" + STRONG_PASSWORD, stored) == PasswordCheck(False)
 
 
 class TestThreadPool:
-    async def test_hash_and_verify_run_off_the_event_loop(
-        self, passwords: Argon2PasswordService
-    ) -> None:
+    async def test_hash_and_verify_run_off_the_event_loop(self, passwords: Passwords) -> None:
         recorder = recording(passwords)
 
         stored = await passwords.hash(STRONG_PASSWORD)
@@ -230,9 +215,9 @@ class TestThreadPool:
         assert all(thread.name.startswith("aixiate-password") for thread in recorder.threads)
 
     async def test_pool_is_bounded_by_the_setting(
-        self, make_auth_settings: Callable[..., AuthSettings]
+        self, make_users_settings: Callable[..., UsersSettings]
     ) -> None:
-        service = Argon2PasswordService(make_auth_settings(password_hash_workers=2))
+        service = Passwords(make_users_settings(password_hash_workers=2))
         recorder = recording(service, delay=0.02)
         try:
             await asyncio.gather(*(service.hash(STRONG_PASSWORD) for _ in range(8)))
@@ -243,9 +228,9 @@ class TestThreadPool:
         assert len({thread.ident for thread in recorder.threads}) <= 2
 
     async def test_loop_keeps_serving_while_hashing(
-        self, make_auth_settings: Callable[..., AuthSettings]
+        self, make_users_settings: Callable[..., UsersSettings]
     ) -> None:
-        service = Argon2PasswordService(make_auth_settings(password_hash_workers=1))
+        service = Passwords(make_users_settings(password_hash_workers=1))
         recording(service, delay=0.2)
         ticks = 0
 
@@ -264,16 +249,14 @@ class TestThreadPool:
 
         assert ticks >= 5
 
-    async def test_preload_reads_the_list_in_the_pool(
-        self, passwords: Argon2PasswordService
-    ) -> None:
+    async def test_preload_reads_the_list_in_the_pool(self, passwords: Passwords) -> None:
         common_passwords.cache_clear()
 
         await passwords.preload()
 
         assert common_passwords.cache_info().currsize == 1
 
-    async def test_usable_again_after_shutdown(self, passwords: Argon2PasswordService) -> None:
+    async def test_usable_again_after_shutdown(self, passwords: Passwords) -> None:
         stored = await passwords.hash(STRONG_PASSWORD)
         passwords.shutdown()
 
@@ -288,21 +271,21 @@ def _own_nice() -> int:
 class TestWorkerPriority:
     """Hash workers yield the CPU to request handling when both want it."""
 
-    async def nice_of_a_worker(self, settings: AuthSettings) -> int:
-        service = Argon2PasswordService(settings)
+    async def nice_of_a_worker(self, settings: UsersSettings) -> int:
+        service = Passwords(settings)
         try:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(service._pool(), _own_nice)
         finally:
             service.shutdown()
 
-    async def test_workers_run_below_the_event_loop(self, auth_settings: AuthSettings) -> None:
-        lowered = auth_settings.model_copy(update={"password_hash_nice": 7})
+    async def test_workers_run_below_the_event_loop(self, users_settings: UsersSettings) -> None:
+        lowered = users_settings.model_copy(update={"password_hash_nice": 7})
 
         assert await self.nice_of_a_worker(lowered) == min(19, _own_nice() + 7)
 
-    async def test_zero_keeps_them_level(self, auth_settings: AuthSettings) -> None:
-        level = auth_settings.model_copy(update={"password_hash_nice": 0})
+    async def test_zero_keeps_them_level(self, users_settings: UsersSettings) -> None:
+        level = users_settings.model_copy(update={"password_hash_nice": 0})
 
         assert await self.nice_of_a_worker(level) == _own_nice()
 

@@ -1,7 +1,7 @@
 import pytest
-from aixiate_auth.passwords import Argon2PasswordService
-from aixiate_auth.policy import PasswordPolicy, common_passwords, is_common
-from aixiate_core.security import WeakPassword
+from aixiate_users.errors import WeakPassword
+from aixiate_users.passwords import Passwords
+from aixiate_users.policy import PasswordPolicy, common_passwords, is_common
 
 DEFAULT = PasswordPolicy(min_length=12, max_length=128)
 # With the floor of 8, the common-password list is reached by shorter passwords too.
@@ -132,7 +132,7 @@ class TestContainsEmail:
 
 
 class TestService:
-    def test_service_applies_the_configured_policy(self, passwords: Argon2PasswordService) -> None:
+    def test_service_applies_the_configured_policy(self, passwords: Passwords) -> None:
         with pytest.raises(WeakPassword) as caught:
             passwords.check_policy("a" * 11)
 

@@ -3,21 +3,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
+import bcrypt
 import pytest
 from aixiate_audit.models import AuditEvent
 from aixiate_core.db import utc_now
 from aixiate_core.email import EmailMessage
-from aixiate_core.events import (
-    DomainEvents,
-    UserDeactivated,
-    UserDeleted,
-    UserEmailChanged,
-    UserRolesChanged,
-    UserUnlocked,
-)
+from aixiate_core.events import DomainEvents
 from aixiate_core.outbox import Outbox, OutboxEmail
 from aixiate_core.pagination import Cursor
-from aixiate_core.security import PasswordService, Principal, WeakPassword
+from aixiate_core.security import Principal
 from aixiate_users import action_tokens as tokens
 from aixiate_users import service as users_service
 from aixiate_users.action_tokens import TokenPurpose
@@ -28,8 +22,16 @@ from aixiate_users.errors import (
     InvalidActionToken,
     InvalidCursor,
     InvalidPassword,
+    WeakPassword,
+)
+from aixiate_users.events import (
+    UserDeactivated,
+    UserDeleted,
+    UserEmailChanged,
+    UserRolesChanged,
 )
 from aixiate_users.models import ActionToken, User
+from aixiate_users.passwords import Passwords
 from aixiate_users.repository import UserRepository, escape_like
 from aixiate_users.schemas import (
     AdminUserCreate,
@@ -92,9 +94,7 @@ async def queued(session: AsyncSession, outbox: Outbox) -> list[EmailMessage]:
     return [outbox.open(row) for row in rows]
 
 
-async def user_with_password(
-    session: AsyncSession, passwords: PasswordService, **overrides: Any
-) -> User:
+async def user_with_password(session: AsyncSession, passwords: Passwords, **overrides: Any) -> User:
     return await create_user(session, password_hash=await passwords.hash(PASSWORD), **overrides)
 
 
@@ -141,7 +141,7 @@ class TestRequestEmailChange:
         user: User,
         new_email: str,
         *,
-        passwords: PasswordService,
+        passwords: Passwords,
         outbox: Outbox,
         users_settings: UsersSettings,
         password: str = PASSWORD,
@@ -159,7 +159,7 @@ class TestRequestEmailChange:
     async def test_free_address_gets_a_link_and_the_old_one_a_notice(
         self,
         session: AsyncSession,
-        passwords: PasswordService,
+        passwords: Passwords,
         outbox: Outbox,
         users_settings: UsersSettings,
     ) -> None:
@@ -197,7 +197,7 @@ class TestRequestEmailChange:
         assert event.target_id == str(user.id)
 
     async def test_link_lifetime_follows_the_setting(
-        self, session: AsyncSession, passwords: PasswordService, outbox: Outbox
+        self, session: AsyncSession, passwords: Passwords, outbox: Outbox
     ) -> None:
         user = await user_with_password(session, passwords)
         short = UsersSettings(email_verification_ttl_seconds=2 * 3600, _env_file=None)
@@ -221,7 +221,7 @@ class TestRequestEmailChange:
     async def test_taken_address_gets_a_notice_and_no_link(
         self,
         session: AsyncSession,
-        passwords: PasswordService,
+        passwords: Passwords,
         outbox: Outbox,
         users_settings: UsersSettings,
     ) -> None:
@@ -251,7 +251,7 @@ class TestRequestEmailChange:
     async def test_wrong_password_is_refused(
         self,
         session: AsyncSession,
-        passwords: PasswordService,
+        passwords: Passwords,
         outbox: Outbox,
         users_settings: UsersSettings,
     ) -> None:
@@ -283,7 +283,7 @@ class TestRequestEmailChange:
     async def test_account_without_password_is_refused(
         self,
         session: AsyncSession,
-        passwords: PasswordService,
+        passwords: Passwords,
         outbox: Outbox,
         users_settings: UsersSettings,
     ) -> None:
@@ -302,7 +302,7 @@ class TestRequestEmailChange:
     async def test_current_address_is_refused(
         self,
         session: AsyncSession,
-        passwords: PasswordService,
+        passwords: Passwords,
         outbox: Outbox,
         users_settings: UsersSettings,
     ) -> None:
@@ -321,11 +321,13 @@ class TestRequestEmailChange:
     async def test_outdated_hash_is_upgraded(
         self,
         session: AsyncSession,
-        passwords: PasswordService,
+        passwords: Passwords,
         outbox: Outbox,
         users_settings: UsersSettings,
     ) -> None:
-        user = await create_user(session, password_hash=f"plain${PASSWORD}")
+        # bcrypt: a legacy scheme, accepted once and upgraded to argon2id.
+        legacy = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+        user = await create_user(session, password_hash=legacy)
 
         await self.request(
             session,
@@ -337,7 +339,7 @@ class TestRequestEmailChange:
         )
 
         assert user.password_hash is not None
-        assert user.password_hash.startswith("scrypt$")
+        assert user.password_hash.startswith("$argon2id$")
         assert (await passwords.verify(PASSWORD, user.password_hash)).valid
 
 
@@ -514,7 +516,7 @@ async def _never_found(_self: UserRepository, _email: str) -> None:
 
 class TestDeleteMe:
     async def test_deletes_after_telling_subscribers(
-        self, session: AsyncSession, passwords: PasswordService
+        self, session: AsyncSession, passwords: Passwords
     ) -> None:
         user = await user_with_password(session, passwords)
         user_id = user.id
@@ -555,7 +557,7 @@ class TestDeleteMe:
         )
 
     async def test_wrong_password_deletes_nothing(
-        self, session: AsyncSession, passwords: PasswordService, events: DomainEvents
+        self, session: AsyncSession, passwords: Passwords, events: DomainEvents
     ) -> None:
         user = await user_with_password(session, passwords)
         user_id = user.id
@@ -584,7 +586,7 @@ class TestDeleteMe:
 
 class TestAdminCreate:
     async def test_creates_a_user_with_a_hashed_password(
-        self, session: AsyncSession, passwords: PasswordService
+        self, session: AsyncSession, passwords: Passwords
     ) -> None:
         admin = await create_user(session, roles=["admin"])
 
@@ -617,7 +619,7 @@ class TestAdminCreate:
         assert PASSWORD not in str(event.data)
 
     async def test_existing_address_is_a_conflict(
-        self, session: AsyncSession, passwords: PasswordService
+        self, session: AsyncSession, passwords: Passwords
     ) -> None:
         admin = await create_user(session, roles=["admin"])
         await create_user(session, email="exists@example.com")
@@ -633,7 +635,7 @@ class TestAdminCreate:
     async def test_unique_index_race_is_a_conflict(
         self,
         session: AsyncSession,
-        passwords: PasswordService,
+        passwords: Passwords,
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         admin = await create_user(session, roles=["admin"])
@@ -651,7 +653,7 @@ class TestAdminCreate:
         assert await session.get(User, admin.id) is not None
 
     async def test_password_policy_applies(
-        self, session: AsyncSession, passwords: PasswordService
+        self, session: AsyncSession, passwords: Passwords
     ) -> None:
         admin = await create_user(session, roles=["admin"])
 
@@ -764,7 +766,7 @@ class TestAdminUpdate:
         assert (admin.full_name, admin.roles) == ("Me", ["admin", "ops"])
 
 
-class TestAdminDeleteAndUnlock:
+class TestAdminDelete:
     async def test_delete_publishes_and_keeps_the_audit_event(
         self, session: AsyncSession, events: DomainEvents, published: list[object]
     ) -> None:
@@ -789,22 +791,6 @@ class TestAdminDeleteAndUnlock:
             await users_service.delete_user(
                 session, admin, admin=admin_principal(admin), events=events
             )
-
-    async def test_unlock_is_published_and_recorded(
-        self, session: AsyncSession, events: DomainEvents, published: list[object]
-    ) -> None:
-        admin = await create_user(session, roles=["admin"])
-        user = await create_user(session)
-
-        await users_service.unlock_user(session, user, admin=admin_principal(admin), events=events)
-
-        assert published == [UserUnlocked(user_id=user.id)]
-        [event] = await audit_events(session, "admin.user.unlocked")
-        assert (event.actor_id, event.target_type, event.target_id) == (
-            admin.id,
-            "user",
-            str(user.id),
-        )
 
 
 async def all_pages(session: AsyncSession, limit: int, **filters: Any) -> list[list[UUID]]:

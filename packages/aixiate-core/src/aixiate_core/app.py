@@ -44,12 +44,15 @@ def assemble(
     extensions: Sequence[Extension] = (),
     events: DomainEvents | None = None,
     jobs: Mapping[str, PurgeJob] | None = None,
+    background: bool = True,
     **fastapi_options: Any,
 ) -> FastAPI:
     """An app with core's lifespan, middleware, error handlers and metrics, and no routes.
 
     Extensions run in order at start-up, each seeing the entries of those before it, and
-    are closed in reverse order at shutdown, after the background loops stopped.
+    are closed in reverse order at shutdown, after the background loops stopped. With
+    ``background`` false, neither the outbox dispatcher nor housekeeping runs, whatever
+    the settings say (tests that look at queued rows or count commits).
     """
     events = events if events is not None else DomainEvents()
 
@@ -59,6 +62,9 @@ def assemble(
             entries = cast("dict[str, Any]", state)
             for extension in extensions:
                 entries.update(await stack.enter_async_context(extension(state)))
+            if not background:
+                yield state
+                return
             async with running_background(state, events, jobs or {}):
                 yield state
 
