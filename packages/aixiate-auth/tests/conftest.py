@@ -1,15 +1,14 @@
-"""Apps assembled from core's pieces and the auth routers, wired as the service wires them.
+"""Apps assembled from core's pieces and the auth routers, as aixiate-api assembles them.
 
-aixiate_api is off limits to package tests, so this mirrors its ``create_app``: the
-lifespan resources, error handlers, request middleware, domain events and the password
-service. ``app`` has the auth router alone (registration needs nothing more);
-``auth_app`` also starts an :class:`AuthRuntime`, the principal resolver, the users
-router and the JWKS, for login, tokens, sessions and recovery. Argon2 runs with cheap
-parameters here; one test keeps the defaults.
+aixiate_api is off limits to package tests, so ``build_auth_app`` mirrors its
+``create_app`` with :func:`aixiate_core.app.assemble`: the users and auth states built in
+the lifespan, the auth routers, the users routers (``/users/me`` is where tokens are
+used), the JWKS. The started :class:`AuthState` is also put on ``app.state.auth`` for the
+tests to look into. Argon2 runs with cheap parameters here; one test keeps the defaults.
 """
 
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,27 +18,26 @@ from uuid import uuid4
 import httpx
 import pytest
 from aixiate_audit import service as audit_service
-from aixiate_auth import subscribers
-from aixiate_auth.passwords import Argon2PasswordService
-from aixiate_auth.router import jwks_router
+from aixiate_auth.router import admin_router, jwks_router
 from aixiate_auth.router import router as auth_router
-from aixiate_auth.runtime import AuthRuntime
-from aixiate_auth.settings import AuthSettings, get_auth_settings
+from aixiate_auth.settings import AuthSettings
+from aixiate_auth.state import STATE_KEY, AuthState, auth_extension
+from aixiate_core.app import API_PREFIX, Extension, assemble, static_state
 from aixiate_core.db import create_sessionmaker
 from aixiate_core.email import EmailMessage
-from aixiate_core.errors import install_error_handlers
 from aixiate_core.events import DomainEvents, EmailDeliveryFailed
-from aixiate_core.metrics import Metrics
-from aixiate_core.middleware import RequestMiddleware
 from aixiate_core.outbox import Outbox, OutboxEmail
-from aixiate_core.resources import State, open_resources, running_background
-from aixiate_core.security import register_password_service, register_principal_resolver
+from aixiate_core.resources import State
 from aixiate_core.settings import Settings
 from aixiate_core.store import KeyValueStore
 from aixiate_core.testing import postgres_server_url, serve
 from aixiate_users.models import User
+from aixiate_users.passwords import Passwords
+from aixiate_users.router import confirm_email_router
 from aixiate_users.router import router as users_router
-from aixiate_users.testing import create_user
+from aixiate_users.settings import UsersSettings
+from aixiate_users.state import UsersState, users_extension
+from aixiate_users.testing import create_user, fast_users_settings
 from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy import make_url
@@ -47,17 +45,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-API_PREFIX = "/api/v1"
 STRONG_PASSWORD = "vivid-otter-harbour-42"
 
 
 def fast_auth_settings(**overrides: object) -> AuthSettings:
-    values: dict[str, object] = {
-        "argon2_memory_kib": 1024,
-        "argon2_time_cost": 1,
-        "password_hash_workers": 4,
-    }
-    return AuthSettings(_env_file=None, **(values | overrides))  # type: ignore[arg-type]
+    return AuthSettings(_env_file=None, **overrides)  # type: ignore[arg-type]
 
 
 def unique_email(prefix: str = "user") -> str:
@@ -70,7 +62,7 @@ type EmailFactory = Callable[..., str]
 
 @pytest.fixture
 def make_auth_settings() -> AuthSettingsFactory:
-    """Cheap argon2 parameters plus the given overrides."""
+    """Settings without the environment's, plus the given overrides."""
     return fast_auth_settings
 
 
@@ -86,8 +78,14 @@ def auth_settings() -> AuthSettings:
 
 
 @pytest.fixture
-def passwords(auth_settings: AuthSettings) -> Iterator[Argon2PasswordService]:
-    service = Argon2PasswordService(auth_settings)
+def users_settings() -> UsersSettings:
+    """Cheap argon2 parameters."""
+    return fast_users_settings()
+
+
+@pytest.fixture
+def passwords(users_settings: UsersSettings) -> Iterator[Passwords]:
+    service = Passwords(users_settings)
     yield service
     service.shutdown()
 
@@ -104,42 +102,18 @@ def app_settings(settings: Settings) -> Settings:
     )
 
 
-def build_app(
-    settings: Settings, auth_settings: AuthSettings, passwords: Argon2PasswordService
-) -> FastAPI:
-    events = DomainEvents()
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[State]:
-        async with open_resources(settings) as state, running_background(state, events, {}):
-            yield state
-
-    app = FastAPI(lifespan=lifespan)
-    app.state.settings = settings
-    app.state.metrics = Metrics()
-    app.state.events = events
-    register_password_service(app, passwords)
-    app.dependency_overrides[get_auth_settings] = lambda: auth_settings
-    install_error_handlers(app)
-    app.add_middleware(
-        RequestMiddleware,
-        metrics=app.state.metrics,
-        max_body_bytes=settings.max_body_bytes,
-        trusted_proxies=settings.trusted_proxies,
-    )
-    app.include_router(auth_router, prefix=API_PREFIX)
-    return app
+def build_app(settings: Settings, auth_settings: AuthSettings, passwords: Passwords) -> FastAPI:
+    """The auth app hashing with ``passwords`` (a test may count what it hashes)."""
+    return build_auth_app(settings, auth_settings, passwords=passwords)
 
 
 @pytest.fixture
-def make_app() -> Callable[[Settings, AuthSettings, Argon2PasswordService], FastAPI]:
+def make_app() -> Callable[[Settings, AuthSettings, Passwords], FastAPI]:
     return build_app
 
 
 @pytest.fixture
-def app(
-    app_settings: Settings, auth_settings: AuthSettings, passwords: Argon2PasswordService
-) -> FastAPI:
+def app(app_settings: Settings, auth_settings: AuthSettings, passwords: Passwords) -> FastAPI:
     return build_app(app_settings, auth_settings, passwords)
 
 
@@ -202,47 +176,48 @@ type UserFactory = Callable[..., Awaitable[User]]
 type Login = Callable[..., Awaitable[dict[str, Any]]]
 
 
+def expose_auth_state(app: list[FastAPI]) -> Extension:
+    """Puts the started AuthState on ``app.state.auth``, for tests to look into."""
+
+    @asynccontextmanager
+    async def extend(state: State) -> AsyncIterator[Mapping[str, Any]]:
+        app[0].state.auth = dict(state)[STATE_KEY]
+        yield {}
+
+    return extend
+
+
 def build_auth_app(
-    settings: Settings, auth_settings: AuthSettings, *, store: KeyValueStore | None = None
+    settings: Settings,
+    auth_settings: AuthSettings,
+    *,
+    store: KeyValueStore | None = None,
+    passwords: Passwords | None = None,
+    users_settings: UsersSettings | None = None,
 ) -> FastAPI:
     """``create_app`` without the service package. ``store`` replaces the store the
     lifespan opens, so several apps can share one in-process store as replicas share
     Redis (and the test can look into it)."""
-    runtime = AuthRuntime(auth_settings)
     events = DomainEvents()
     events.subscribe(EmailDeliveryFailed, audit_service.on_email_delivery_failed)
-    subscribers.subscribe(events, runtime)
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[State]:
-        async with open_resources(settings) as state:
-            if store is not None:
-                state["store"] = store
-            await runtime.start(state)
-            try:
-                async with running_background(state, events, {}):
-                    yield state
-            finally:
-                runtime.close()
-
-    app = FastAPI(lifespan=lifespan)
-    app.state.settings = settings
-    app.state.metrics = Metrics()
-    app.state.events = events
-    app.state.auth = runtime
-    register_principal_resolver(app, runtime)
-    register_password_service(app, runtime.passwords)
-    app.dependency_overrides[get_auth_settings] = lambda: auth_settings
-    install_error_handlers(app)
-    app.add_middleware(
-        RequestMiddleware,
-        metrics=app.state.metrics,
-        max_body_bytes=settings.max_body_bytes,
-        trusted_proxies=settings.trusted_proxies,
+    if passwords is None:
+        passwords = Passwords(users_settings or fast_users_settings())
+    users = UsersState(settings=passwords.settings, passwords=passwords)
+    started: list[FastAPI] = []
+    app = assemble(
+        settings,
+        extensions=[
+            *([static_state(store=store)] if store is not None else []),
+            users_extension(users),
+            auth_extension(auth_settings, users, events),
+            expose_auth_state(started),
+        ],
+        events=events,
     )
+    started.append(app)
     app.include_router(jwks_router)
-    app.include_router(auth_router, prefix=API_PREFIX)
-    app.include_router(users_router, prefix=API_PREFIX)
+    for router in (users_router, admin_router, confirm_email_router, auth_router):
+        app.include_router(router, prefix=API_PREFIX)
     return app
 
 
@@ -252,9 +227,13 @@ def make_auth_app(store: KeyValueStore) -> AuthAppFactory:
     unless given another ``store``."""
 
     def make(
-        settings: Settings, auth_settings: AuthSettings, *, store: KeyValueStore = store
+        settings: Settings,
+        auth_settings: AuthSettings,
+        *,
+        store: KeyValueStore = store,
+        users_settings: UsersSettings | None = None,
     ) -> FastAPI:
-        return build_auth_app(settings, auth_settings, store=store)
+        return build_auth_app(settings, auth_settings, store=store, users_settings=users_settings)
 
     return make
 
@@ -274,9 +253,9 @@ async def api(auth_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-def runtime(auth_app: FastAPI, api: httpx.AsyncClient) -> AuthRuntime:
-    """The started runtime of ``auth_app``."""
-    started: AuthRuntime = auth_app.state.auth
+def auth_state(auth_app: FastAPI, api: httpx.AsyncClient) -> AuthState:
+    """The started state of ``auth_app``."""
+    started: AuthState = auth_app.state.auth
     return started
 
 
@@ -287,9 +266,7 @@ def db(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 
 @pytest.fixture
-def make_user(
-    db: async_sessionmaker[AsyncSession], passwords: Argon2PasswordService
-) -> UserFactory:
+def make_user(db: async_sessionmaker[AsyncSession], passwords: Passwords) -> UserFactory:
     """A committed, verified, active user whose password is ``password``; keyword
     arguments set any column (``password_hash`` wins over ``password``)."""
 

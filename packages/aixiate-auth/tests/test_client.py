@@ -14,10 +14,10 @@ from uuid import UUID
 import httpx
 import pytest
 from aixiate_auth import client as client_module
-from aixiate_auth import keys
 from aixiate_auth.client import JWKSTokenVerifier
-from aixiate_auth.runtime import AuthRuntime
+from aixiate_auth.services import keys
 from aixiate_auth.settings import AuthSettings
+from aixiate_auth.state import AuthState
 from aixiate_core.crypto import SecretBox
 from aixiate_core.db import create_engine, create_sessionmaker
 from aixiate_core.errors import (
@@ -69,7 +69,7 @@ class Issuer:
     """The running Aixiate app the verifier talks to, and what the test needs of it."""
 
     http: httpx.AsyncClient
-    runtime: AuthRuntime
+    auth_state: AuthState
     settings: Settings
     users: dict[str, str]
     jwks_fetches: list[httpx.Request]
@@ -90,7 +90,7 @@ class Issuer:
                 await keys.rotate(session, SecretBox(self.settings.secret(), "signing-keys"))
         finally:
             await engine.dispose()
-        await self.runtime.keyring.reload()
+        await self.auth_state.keyring.reload()
 
 
 @pytest.fixture

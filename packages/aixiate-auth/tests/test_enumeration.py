@@ -8,10 +8,11 @@ from typing import Any
 
 import httpx
 import pytest
-from aixiate_auth.runtime import AuthRuntime
 from aixiate_auth.settings import AuthSettings
+from aixiate_auth.state import AuthState
 from aixiate_core.settings import Settings
 from aixiate_users.models import User
+from aixiate_users.settings import UsersSettings
 from fastapi import FastAPI
 
 PASSWORD = "vivid-otter-harbour-42"
@@ -20,7 +21,7 @@ AUTH = "/api/v1/auth"
 SAMPLES = 30
 
 type UserFactory = Callable[..., Awaitable[User]]
-type AuthAppFactory = Callable[[Settings, AuthSettings], FastAPI]
+type AuthAppFactory = Callable[..., FastAPI]
 
 
 def comparable(response: httpx.Response) -> tuple[int, Any, str | None]:
@@ -83,14 +84,14 @@ class TestLoginTiming:
         # The default argon2 parameters, so the hash dominates; the lockout stays on
         # (its store round trips are part of both paths) but never locks here.
         real = AuthSettings(_env_file=None, lockout_max_failures=10 * SAMPLES)
-        return make_auth_app(app_settings, real)
+        return make_auth_app(app_settings, real, users_settings=UsersSettings(_env_file=None))
 
     async def test_unknown_address_takes_as_long_as_a_wrong_password(
-        self, api: httpx.AsyncClient, runtime: AuthRuntime, make_user: UserFactory
+        self, api: httpx.AsyncClient, auth_state: AuthState, make_user: UserFactory
     ) -> None:
-        default_memory = AuthSettings.model_fields["argon2_memory_kib"].default
-        assert runtime.settings.argon2_memory_kib == default_memory
-        user = await make_user(password_hash=await runtime.passwords.hash(PASSWORD))
+        default_memory = UsersSettings.model_fields["argon2_memory_kib"].default
+        assert auth_state.passwords.settings.argon2_memory_kib == default_memory
+        user = await make_user(password_hash=await auth_state.passwords.hash(PASSWORD))
         times: dict[str, list[float]] = {"known": [], "unknown": []}
 
         async def timed(kind: str, email: str) -> None:

@@ -12,12 +12,12 @@ from uuid import UUID
 
 import httpx
 import pytest
-from aixiate_auth import keys
 from aixiate_auth.access_tokens import encode_access_token
 from aixiate_auth.keys import KeyRing
 from aixiate_auth.models import SigningKey
-from aixiate_auth.runtime import AuthRuntime
+from aixiate_auth.services import keys
 from aixiate_auth.settings import AuthSettings
+from aixiate_auth.state import AuthState
 from aixiate_core.crypto import DecryptionError, SecretBox
 from aixiate_core.db import create_engine, create_sessionmaker, utc_now
 from aixiate_core.settings import Settings
@@ -92,9 +92,9 @@ async def retire_long_ago(db: Sessions, kid: str, auth_settings: AuthSettings) -
 class Service:
     """A running app on the test's own database, with one user who can log in."""
 
-    def __init__(self, client: httpx.AsyncClient, runtime: AuthRuntime, email: str) -> None:
+    def __init__(self, client: httpx.AsyncClient, auth_state: AuthState, email: str) -> None:
         self.client = client
-        self.runtime = runtime
+        self.runtime = auth_state
         self.email = email
 
     async def login(self) -> str:
@@ -244,7 +244,7 @@ class TestRotate:
     ) -> None:
         old_token = await service.login()
         old_kid = kid_of(old_token)
-        # Accepted once, so the runtime remembers it as verified: that memo must not
+        # Accepted once, so the auth_state remembers it as verified: that memo must not
         # outlive the key.
         assert await service.me(old_token) == 200
         new = await rotate_elsewhere(own_db, own_settings)
@@ -358,10 +358,10 @@ class TestRotationElsewhere:
     ) -> None:
         # time.monotonic() counts from boot: a replica started on a fresh VM reads small
         # values. The first forced reload must not wait for the clock to pass the interval.
-        import aixiate_auth.runtime as runtime_module
+        import aixiate_auth.resolver as resolver_module
 
         boot_clock = SimpleNamespace(monotonic=lambda: 5.0)
-        monkeypatch.setattr(runtime_module, "time", boot_clock)
+        monkeypatch.setattr(resolver_module, "time", boot_clock)
         settings = make_auth_settings(key_reload_seconds=60)
         async for service in running_service(
             make_auth_app, own_settings, settings, own_db, passwords

@@ -10,12 +10,10 @@ from typing import Any
 import httpx
 import pytest
 from aixiate_audit.models import AuditEvent
-from aixiate_auth import lockout as lockout_service
 from aixiate_auth.lockout import Lock, Lockout
-from aixiate_auth.runtime import AuthRuntime
 from aixiate_auth.settings import AuthSettings
+from aixiate_auth.state import AuthState
 from aixiate_core.errors import PROBLEM_CONTENT_TYPE
-from aixiate_core.security import PasswordCheck
 from aixiate_core.settings import Settings
 from aixiate_core.store import KeyValueStore, RedisStore
 from aixiate_core.testing import (
@@ -28,6 +26,7 @@ from aixiate_core.testing import (
     url_through,
 )
 from aixiate_users.models import User
+from aixiate_users.passwords import PasswordCheck
 from fastapi import FastAPI
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -59,23 +58,17 @@ class FakeClock:
         self.now += seconds
 
 
-def with_lockout(app: FastAPI) -> FastAPI:
-    """The service subscribes the admin unlock to the lockout (aixiate_api.wiring)."""
-    lockout_service.subscribe(app.state.events, app.state.auth)
-    return app
-
-
 @pytest.fixture
 def auth_app(
     make_auth_app: AuthAppFactory, app_settings: Settings, auth_settings: AuthSettings
 ) -> FastAPI:
-    return with_lockout(make_auth_app(app_settings, auth_settings))
+    return make_auth_app(app_settings, auth_settings)
 
 
 @pytest.fixture
-def clock(runtime: AuthRuntime) -> FakeClock:
+def clock(auth_state: AuthState) -> FakeClock:
     fake = FakeClock()
-    runtime.lockout.clock = fake
+    auth_state.lockout.clock = fake
     return fake
 
 
@@ -116,9 +109,9 @@ async def events_of(db: Sessions, event_type: str, target: object = None) -> lis
 class CountingVerify:
     """Wraps the password service's verify to count calls (hash work)."""
 
-    def __init__(self, runtime: AuthRuntime) -> None:
+    def __init__(self, auth_state: AuthState) -> None:
         self.calls = 0
-        self._verify = runtime.passwords.verify
+        self._verify = auth_state.passwords.verify
 
     async def __call__(self, password: str, password_hash: str | None) -> PasswordCheck:
         self.calls += 1
@@ -147,14 +140,14 @@ class TestLocking:
         self,
         api: httpx.AsyncClient,
         make_user: UserFactory,
-        runtime: AuthRuntime,
+        auth_state: AuthState,
         clock: FakeClock,
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         user = await make_user()
         await lock(api, user.email)
-        counting = CountingVerify(runtime)
-        monkeypatch.setattr(runtime.passwords, "verify", counting)
+        counting = CountingVerify(auth_state)
+        monkeypatch.setattr(auth_state.passwords, "verify", counting)
 
         answers = [(await attempt(api, user.email, PASSWORD)).status_code for _ in range(5)]
 
@@ -189,7 +182,7 @@ class TestLocking:
         assert answers == [401] * 4 + [429]
 
     async def test_failures_count_across_ips_and_both_login_routes(
-        self, auth_app: FastAPI, make_user: UserFactory, runtime: AuthRuntime
+        self, auth_app: FastAPI, make_user: UserFactory, auth_state: AuthState
     ) -> None:
         user = await make_user()
         peers = [f"198.51.100.{n}" for n in range(1, 6)]
@@ -453,7 +446,7 @@ class TestSettings:
         strict = make_auth_settings(
             lockout_max_failures=2, lockout_base_seconds=30, lockout_max_seconds=45
         )
-        app = with_lockout(make_auth_app(app_settings, strict))
+        app = make_auth_app(app_settings, strict)
         user = await make_user()
         async with serve(app) as client:
             app.state.auth.lockout.clock = clock = FakeClock()
@@ -563,7 +556,7 @@ class TestStoreOutage:
         code: str,
     ) -> None:
         user = await make_user()
-        app = with_lockout(make_auth_app(app_settings, make_auth_settings(lockout_fail_mode=mode)))
+        app = make_auth_app(app_settings, make_auth_settings(lockout_fail_mode=mode))
         async with serve(app) as client:
             if proxy is not None:
                 await proxy.stop()
@@ -586,9 +579,7 @@ class TestStoreOutage:
         # Fail-open lets the admin log in without the store's lockout check; the unlock
         # itself must not claim success it did not have.
         user = await make_user()
-        app = with_lockout(
-            make_auth_app(app_settings, make_auth_settings(lockout_fail_mode="fail_open"))
-        )
+        app = make_auth_app(app_settings, make_auth_settings(lockout_fail_mode="fail_open"))
         async with serve(app) as client:
             headers = await admin_token(client, make_user)
             if proxy is not None:
@@ -608,7 +599,7 @@ class TestStoreOutage:
     ) -> None:
         assert proxy is not None
         user = await make_user()
-        async with serve(with_lockout(make_auth_app(app_settings, auth_settings))) as client:
+        async with serve(make_auth_app(app_settings, auth_settings)) as client:
             before = await fail(client, user.email, 2)
             await proxy.stop()
             during = await fail(client, user.email, 2)

@@ -8,12 +8,10 @@ import httpx
 import pytest
 from aixiate_audit import service as audit_service
 from aixiate_audit.models import AuditEvent
-from aixiate_auth import lockout as lockout_service
-from aixiate_auth.runtime import AuthRuntime
 from aixiate_auth.settings import AuthSettings
+from aixiate_auth.state import AuthState
 from aixiate_core.errors import PROBLEM_CONTENT_TYPE
 from aixiate_core.ratelimit import RateLimitExceeded
-from aixiate_core.security import PasswordCheck
 from aixiate_core.settings import Settings
 from aixiate_core.testing import (
     TcpProxy,
@@ -25,6 +23,7 @@ from aixiate_core.testing import (
     url_through,
 )
 from aixiate_users.models import User
+from aixiate_users.passwords import PasswordCheck
 from fastapi import FastAPI
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -69,9 +68,8 @@ async def forget_counters(settings: Settings) -> AsyncIterator[None]:
 
 
 def wired(app: FastAPI) -> FastAPI:
-    """As the service wires it (aixiate_api.wiring): audit and the admin unlock."""
+    """As the service wires it (aixiate_api.wiring): refusals are audited."""
     app.state.events.subscribe(RateLimitExceeded, audit_service.on_rate_limited)
-    lockout_service.subscribe(app.state.events, app.state.auth)
     return app
 
 
@@ -119,17 +117,17 @@ async def events_of(db: Sessions, event_type: str) -> list[AuditEvent]:
 
 class TestLogin:
     async def test_per_ip_limit_refuses_before_any_hashing(
-        self, api: httpx.AsyncClient, runtime: AuthRuntime, monkeypatch: pytest.MonkeyPatch
+        self, api: httpx.AsyncClient, auth_state: AuthState, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         calls = 0
-        verify = runtime.passwords.verify
+        verify = auth_state.passwords.verify
 
         async def counting(password: str, password_hash: str | None) -> PasswordCheck:
             nonlocal calls
             calls += 1
             return await verify(password, password_hash)
 
-        monkeypatch.setattr(runtime.passwords, "verify", counting)
+        monkeypatch.setattr(auth_state.passwords, "verify", counting)
 
         answers = [await login(api, email) for email in emails(6)]
 

@@ -11,7 +11,7 @@ from uuid import UUID
 import httpx
 import pytest
 from aixiate_audit.models import AuditEvent
-from aixiate_auth.runtime import AuthRuntime
+from aixiate_auth.state import AuthState
 from aixiate_core.crypto import token_digest
 from aixiate_core.db import utc_now
 from aixiate_core.errors import PROBLEM_CONTENT_TYPE
@@ -54,7 +54,7 @@ async def login_status(api: httpx.AsyncClient, email: str, password: str) -> int
 
 
 async def outbox_to(
-    db: Sessions, runtime: AuthRuntime, address: str, template: str
+    db: Sessions, auth_state: AuthState, address: str, template: str
 ) -> list[dict[str, str]]:
     """The queued messages of ``template`` to ``address``, opened with the app's Outbox."""
     async with db() as session:
@@ -65,7 +65,7 @@ async def outbox_to(
                 .order_by(col(OutboxEmail.created_at))
             )
         ).all()
-    outbox = runtime.state["outbox"]
+    outbox = auth_state.sessions.outbox
     messages = [outbox.open(row) for row in rows if row.payload is not None]
     return [
         {"text": message.text, "html": message.html, "subject": message.subject}
@@ -74,8 +74,8 @@ async def outbox_to(
     ]
 
 
-async def reset_link_token(db: Sessions, runtime: AuthRuntime, address: str) -> str:
-    messages = await outbox_to(db, runtime, address, "password_reset")
+async def reset_link_token(db: Sessions, auth_state: AuthState, address: str) -> str:
+    messages = await outbox_to(db, auth_state, address, "password_reset")
     assert messages, f"no password_reset email to {address}"
     text = messages[-1]["text"]
     marker = "/reset-password?token="
@@ -130,7 +130,7 @@ class TestForgot:
         self,
         api: httpx.AsyncClient,
         make_user: UserFactory,
-        runtime: AuthRuntime,
+        auth_state: AuthState,
         db: Sessions,
         app_settings: Any,
     ) -> None:
@@ -139,8 +139,8 @@ class TestForgot:
         response = await api.post(FORGOT, json={"email": user.email})
 
         assert response.status_code == 202, response.text
-        (message,) = await outbox_to(db, runtime, user.email, "password_reset")
-        token = await reset_link_token(db, runtime, user.email)
+        (message,) = await outbox_to(db, auth_state, user.email, "password_reset")
+        token = await reset_link_token(db, auth_state, user.email)
         assert f"{app_settings.public_url}/reset-password?token={token}" in message["text"]
         assert token in message["html"]
         assert "Ada Lovelace" in message["text"]
@@ -152,7 +152,7 @@ class TestForgot:
         api: httpx.AsyncClient,
         make_user: UserFactory,
         new_email: Callable[..., str],
-        runtime: AuthRuntime,
+        auth_state: AuthState,
         db: Sessions,
     ) -> None:
         known = await make_user()
@@ -167,17 +167,17 @@ class TestForgot:
         assert {response.status_code for response in answers} == {202}
         assert len({response.text for response in answers}) == 1
         assert len({response.headers["content-type"] for response in answers}) == 1
-        assert await outbox_to(db, runtime, unknown, "password_reset") == []
-        assert await outbox_to(db, runtime, inactive.email, "password_reset") == []
+        assert await outbox_to(db, auth_state, unknown, "password_reset") == []
+        assert await outbox_to(db, auth_state, inactive.email, "password_reset") == []
 
     async def test_a_new_link_retires_the_previous_one(
-        self, api: httpx.AsyncClient, make_user: UserFactory, runtime: AuthRuntime, db: Sessions
+        self, api: httpx.AsyncClient, make_user: UserFactory, auth_state: AuthState, db: Sessions
     ) -> None:
         user = await make_user()
         await api.post(FORGOT, json={"email": user.email})
-        first = await reset_link_token(db, runtime, user.email)
+        first = await reset_link_token(db, auth_state, user.email)
         await api.post(FORGOT, json={"email": user.email})
-        second = await reset_link_token(db, runtime, user.email)
+        second = await reset_link_token(db, auth_state, user.email)
 
         stale = await api.post(RESET, json={"token": first, "new_password": NEW_PASSWORD})
         fresh = await api.post(RESET, json={"token": second, "new_password": NEW_PASSWORD})
@@ -192,23 +192,23 @@ class TestForgot:
 
 class TestReset:
     async def forgot(
-        self, api: httpx.AsyncClient, db: Sessions, runtime: AuthRuntime, email: str
+        self, api: httpx.AsyncClient, db: Sessions, auth_state: AuthState, email: str
     ) -> str:
         response = await api.post(FORGOT, json={"email": email})
         assert response.status_code == 202
-        return await reset_link_token(db, runtime, email)
+        return await reset_link_token(db, auth_state, email)
 
     async def test_sets_the_password_and_ends_every_session(
         self,
         api: httpx.AsyncClient,
         make_user: UserFactory,
         login: Login,
-        runtime: AuthRuntime,
+        auth_state: AuthState,
         db: Sessions,
     ) -> None:
         user = await make_user()
         pairs = [await login(user.email) for _ in range(2)]
-        token = await self.forgot(api, db, runtime, user.email)
+        token = await self.forgot(api, db, auth_state, user.email)
 
         response = await api.post(RESET, json={"token": token, "new_password": NEW_PASSWORD})
 
@@ -219,15 +219,15 @@ class TestReset:
             problem(await api.get(ME, headers=bearer(pair["access_token"])), 401, "invalid_token")
             refreshed = await api.post(REFRESH, json={"refresh_token": pair["refresh_token"]})
             problem(refreshed, 401, "invalid_token")
-        assert len(await outbox_to(db, runtime, user.email, "password_changed")) == 1
+        assert len(await outbox_to(db, auth_state, user.email, "password_changed")) == 1
         (event,) = await events(db, "auth.password.reset", user.id)
         assert event.data["sessions_revoked"] == 2
 
     async def test_token_works_once(
-        self, api: httpx.AsyncClient, make_user: UserFactory, runtime: AuthRuntime, db: Sessions
+        self, api: httpx.AsyncClient, make_user: UserFactory, auth_state: AuthState, db: Sessions
     ) -> None:
         user = await make_user()
-        token = await self.forgot(api, db, runtime, user.email)
+        token = await self.forgot(api, db, auth_state, user.email)
         first = await api.post(RESET, json={"token": token, "new_password": NEW_PASSWORD})
 
         second = await api.post(RESET, json={"token": token, "new_password": PASSWORD + "-x"})
@@ -239,10 +239,10 @@ class TestReset:
         assert (event.reason, event.actor_id) == ("used", user.id)
 
     async def test_concurrent_uses_of_one_token_let_one_through(
-        self, api: httpx.AsyncClient, make_user: UserFactory, runtime: AuthRuntime, db: Sessions
+        self, api: httpx.AsyncClient, make_user: UserFactory, auth_state: AuthState, db: Sessions
     ) -> None:
         user = await make_user()
-        token = await self.forgot(api, db, runtime, user.email)
+        token = await self.forgot(api, db, auth_state, user.email)
 
         responses = await asyncio.gather(
             *(
@@ -256,10 +256,10 @@ class TestReset:
         assert {(event.reason, event.actor_id) for event in refused} == {("used", user.id)}
 
     async def test_expired_token(
-        self, api: httpx.AsyncClient, make_user: UserFactory, runtime: AuthRuntime, db: Sessions
+        self, api: httpx.AsyncClient, make_user: UserFactory, auth_state: AuthState, db: Sessions
     ) -> None:
         user = await make_user()
-        token = await self.forgot(api, db, runtime, user.email)
+        token = await self.forgot(api, db, auth_state, user.email)
         await expire_token(db, token)
 
         response = await api.post(RESET, json={"token": token, "new_password": NEW_PASSWORD})
@@ -281,12 +281,12 @@ class TestReset:
         api: httpx.AsyncClient,
         make_user: UserFactory,
         login: Login,
-        runtime: AuthRuntime,
+        auth_state: AuthState,
         db: Sessions,
     ) -> None:
         user = await make_user()
         pair = await login(user.email)
-        token = await self.forgot(api, db, runtime, user.email)
+        token = await self.forgot(api, db, auth_state, user.email)
 
         weak = await api.post(RESET, json={"token": token, "new_password": "short"})
 
@@ -298,10 +298,10 @@ class TestReset:
         assert retry.status_code == 204, retry.text
 
     async def test_password_containing_the_email_is_weak(
-        self, api: httpx.AsyncClient, make_user: UserFactory, runtime: AuthRuntime, db: Sessions
+        self, api: httpx.AsyncClient, make_user: UserFactory, auth_state: AuthState, db: Sessions
     ) -> None:
         user = await make_user()
-        token = await self.forgot(api, db, runtime, user.email)
+        token = await self.forgot(api, db, auth_state, user.email)
 
         response = await api.post(
             RESET, json={"token": token, "new_password": f"my {user.email} password"}
@@ -310,20 +310,20 @@ class TestReset:
         problem(response, 422, "weak_password")
 
     async def test_reset_proves_the_address(
-        self, api: httpx.AsyncClient, make_user: UserFactory, runtime: AuthRuntime, db: Sessions
+        self, api: httpx.AsyncClient, make_user: UserFactory, auth_state: AuthState, db: Sessions
     ) -> None:
         user = await make_user(is_verified=False)
-        token = await self.forgot(api, db, runtime, user.email)
+        token = await self.forgot(api, db, auth_state, user.email)
 
         await api.post(RESET, json={"token": token, "new_password": NEW_PASSWORD})
 
         assert await login_status(api, user.email, NEW_PASSWORD) == 200
 
     async def test_deactivated_meanwhile(
-        self, api: httpx.AsyncClient, make_user: UserFactory, runtime: AuthRuntime, db: Sessions
+        self, api: httpx.AsyncClient, make_user: UserFactory, auth_state: AuthState, db: Sessions
     ) -> None:
         user = await make_user()
-        token = await self.forgot(api, db, runtime, user.email)
+        token = await self.forgot(api, db, auth_state, user.email)
         async with db() as session, session.begin():
             await session.exec(update(User).where(col(User.id) == user.id).values(is_active=False))
 
@@ -355,7 +355,7 @@ class TestChange:
         api: httpx.AsyncClient,
         make_user: UserFactory,
         login: Login,
-        runtime: AuthRuntime,
+        auth_state: AuthState,
         db: Sessions,
     ) -> None:
         user = await make_user()
@@ -376,7 +376,7 @@ class TestChange:
             problem(await api.get(ME, headers=bearer(pair["access_token"])), 401, "invalid_token")
         assert await login_status(api, user.email, PASSWORD) == 401
         assert await login_status(api, user.email, NEW_PASSWORD) == 200
-        (notice,) = await outbox_to(db, runtime, user.email, "password_changed")
+        (notice,) = await outbox_to(db, auth_state, user.email, "password_changed")
         assert NEW_PASSWORD not in notice["text"]
         (event,) = await events(db, "auth.password.changed", user.id)
         assert event.data["sessions_revoked"] == 2
@@ -386,7 +386,7 @@ class TestChange:
         api: httpx.AsyncClient,
         make_user: UserFactory,
         login: Login,
-        runtime: AuthRuntime,
+        auth_state: AuthState,
         db: Sessions,
     ) -> None:
         user = await make_user()
@@ -403,7 +403,7 @@ class TestChange:
         assert await login_status(api, user.email, PASSWORD) == 200
         assert (await api.get(ME, headers=bearer(current["access_token"]))).status_code == 200
         assert (await api.get(ME, headers=bearer(other["access_token"]))).status_code == 200
-        assert await outbox_to(db, runtime, user.email, "password_changed") == []
+        assert await outbox_to(db, auth_state, user.email, "password_changed") == []
         (event,) = await events(db, "auth.password.change.failed", user.id)
         assert event.success is False
 

@@ -11,7 +11,6 @@ from uuid import UUID
 import httpx
 import pytest
 from aixiate_audit.models import AuditEvent
-from aixiate_auth.passwords import Argon2PasswordService
 from aixiate_auth.settings import AuthSettings
 from aixiate_core.crypto import token_digest
 from aixiate_core.db import create_sessionmaker, utc_now
@@ -20,7 +19,9 @@ from aixiate_core.settings import Settings
 from aixiate_core.testing import FakeResend, serve
 from aixiate_users import action_tokens as tokens
 from aixiate_users.models import ActionToken, User
+from aixiate_users.passwords import Passwords
 from aixiate_users.repository import normalize_email
+from aixiate_users.settings import UsersSettings
 from fastapi import FastAPI
 from markupsafe import escape
 from pydantic import SecretStr
@@ -45,7 +46,7 @@ USER_FIELDS = {
 }
 
 type EmailFactory = Callable[..., str]
-type AppFactory = Callable[[Settings, AuthSettings, Argon2PasswordService], FastAPI]
+type AppFactory = Callable[[Settings, AuthSettings, Passwords], FastAPI]
 
 
 def problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
@@ -289,8 +290,8 @@ class TestRegister:
         }
 
 
-class CountingPasswords(Argon2PasswordService):
-    def __init__(self, settings: AuthSettings) -> None:
+class CountingPasswords(Passwords):
+    def __init__(self, settings: UsersSettings) -> None:
         super().__init__(settings)
         self.hashed = 0
 
@@ -305,9 +306,10 @@ class TestRegisterCost:
         make_app: AppFactory,
         app_settings: Settings,
         auth_settings: AuthSettings,
+        users_settings: UsersSettings,
         new_email: EmailFactory,
     ) -> None:
-        passwords = CountingPasswords(auth_settings)
+        passwords = CountingPasswords(users_settings)
         email = new_email()
         try:
             async with serve(make_app(app_settings, auth_settings, passwords)) as client:
@@ -633,7 +635,7 @@ class TestDelivery:
         make_app: AppFactory,
         app_settings: Settings,
         auth_settings: AuthSettings,
-        passwords: Argon2PasswordService,
+        passwords: Passwords,
         fake_resend: FakeResend,
         new_email: EmailFactory,
     ) -> None:

@@ -17,8 +17,8 @@ from uuid import UUID, uuid4
 import httpx
 import pytest
 from aixiate_auth.access_tokens import encode_access_token
-from aixiate_auth.runtime import AuthRuntime
 from aixiate_auth.settings import AuthSettings
+from aixiate_auth.state import AuthState
 from aixiate_core.errors import PROBLEM_CONTENT_TYPE
 from aixiate_users.models import User
 from cryptography.hazmat.primitives import serialization
@@ -69,15 +69,15 @@ def assert_invalid_token(response: httpx.Response) -> None:
 
 
 class Caller:
-    """A logged-in user: a real token, its claims, and the runtime's signing key, from
+    """A logged-in user: a real token, its claims, and the auth_state's signing key, from
     which the tests forge their variants."""
 
-    def __init__(self, user: User, pair: dict[str, Any], runtime: AuthRuntime) -> None:
+    def __init__(self, user: User, pair: dict[str, Any], auth_state: AuthState) -> None:
         self.user = user
         self.access_token: str = pair["access_token"]
         self.refresh_token: str = pair["refresh_token"]
         self.claims = segment(self.access_token, 1)
-        self.runtime = runtime
+        self.runtime = auth_state
 
     @property
     def session_id(self) -> UUID:
@@ -95,9 +95,9 @@ class Caller:
 
 
 @pytest.fixture
-async def caller(make_user: UserFactory, login: Login, runtime: AuthRuntime) -> Caller:
+async def caller(make_user: UserFactory, login: Login, auth_state: AuthState) -> Caller:
     user = await make_user()
-    return Caller(user, await login(user.email), runtime)
+    return Caller(user, await login(user.email), auth_state)
 
 
 class TestValidToken:
@@ -194,7 +194,7 @@ class TestForgedTokens:
     async def test_claims_changed_under_the_original_signature(
         self, api: httpx.AsyncClient, caller: Caller
     ) -> None:
-        # The genuine token first, so that it is in the runtime's memo of verified
+        # The genuine token first, so that it is in the auth_state's memo of verified
         # tokens: a variant of it must still get the full check.
         assert (await api.get(ME, headers=bearer(caller.access_token))).status_code == 200
         header, _, signature = caller.access_token.split(".")

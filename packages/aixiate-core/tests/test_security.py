@@ -2,8 +2,8 @@ from collections.abc import AsyncIterator, Callable
 from uuid import UUID, uuid4
 
 import httpx
-from aixiate_core.app import static_state
 import pytest
+from aixiate_core.app import static_state
 from aixiate_core.errors import PROBLEM_CONTENT_TYPE, InvalidToken
 from aixiate_core.security import (
     AdminPrincipal,

@@ -29,6 +29,7 @@ from aixiate_users.router import confirm_email_router
 from aixiate_users.router import router as users_router
 from aixiate_users.settings import UsersSettings
 from aixiate_users.state import UsersState, users_extension
+from aixiate_users.testing import fast_users_settings
 from fastapi import FastAPI, Request
 from pydantic import SecretStr
 from sqlmodel import col, select
@@ -69,17 +70,6 @@ def app_settings(settings: Settings) -> Settings:
             "outbox_dispatcher_enabled": False,
         }
     )
-
-
-def fast_users_settings(**overrides: object) -> UsersSettings:
-    """Cheap argon2 parameters plus the given overrides."""
-    values: dict[str, object] = {
-        "email_verification_ttl_seconds": 86400,
-        "argon2_memory_kib": 1024,
-        "argon2_time_cost": 1,
-        "password_hash_workers": 4,
-    }
-    return UsersSettings(_env_file=None, **(values | overrides))  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from aixiate_users.models import User
 from aixiate_users.repository import normalize_email
+from aixiate_users.settings import UsersSettings
 
 
 async def create_user(session: AsyncSession, **overrides: Any) -> User:
@@ -31,3 +32,15 @@ async def create_user(session: AsyncSession, **overrides: Any) -> User:
     session.add(user)
     await session.flush()
     return user
+
+
+def fast_users_settings(**overrides: Any) -> UsersSettings:
+    """Settings without the environment's, with cheap argon2 parameters (a test hashes
+    hundreds of passwords), plus the given overrides."""
+    values: dict[str, Any] = {
+        "email_verification_ttl_seconds": 86400,
+        "argon2_memory_kib": 1024,
+        "argon2_time_cost": 1,
+        "password_hash_workers": 4,
+    }
+    return UsersSettings(_env_file=None, **(values | overrides))
