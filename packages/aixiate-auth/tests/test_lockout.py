@@ -6,6 +6,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+from uuid import uuid4
 
 import httpx
 import pytest
@@ -373,6 +374,40 @@ async def admin_token(api: httpx.AsyncClient, make_user: UserFactory) -> dict[st
 
 
 class TestUnlock:
+    async def test_only_admins_may_unlock(
+        self, api: httpx.AsyncClient, make_user: UserFactory
+    ) -> None:
+        user = await make_user()
+        member = await attempt(api, (await make_user()).email, PASSWORD)
+        headers = {"Authorization": f"Bearer {member.json()['access_token']}"}
+
+        response = await api.post(f"{USERS}/{user.id}/unlock", headers=headers)
+
+        problem(response, 403, "forbidden")
+
+    async def test_unknown_user_is_404(
+        self, api: httpx.AsyncClient, make_user: UserFactory
+    ) -> None:
+        headers = await admin_token(api, make_user)
+
+        response = await api.post(f"{USERS}/{uuid4()}/unlock", headers=headers)
+
+        problem(response, 404, "not_found")
+
+    async def test_the_admin_is_the_actor(
+        self, api: httpx.AsyncClient, make_user: UserFactory, db: Sessions
+    ) -> None:
+        admin = await make_user(roles=["admin"])
+        login = await attempt(api, admin.email, PASSWORD)
+        headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        user = await make_user()
+
+        response = await api.post(f"{USERS}/{user.id}/unlock", headers=headers)
+
+        assert response.status_code == 204
+        (event,) = await events_of(db, "admin.user.unlocked", user.id)
+        assert event.actor_id == admin.id
+
     async def test_admin_unlock_clears_the_lock_at_once(
         self, api: httpx.AsyncClient, make_user: UserFactory, db: Sessions, clock: FakeClock
     ) -> None:
