@@ -9,16 +9,47 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from aixiate_api import migrations
+from aixiate_api.app import create_app
+from aixiate_auth.settings import AuthSettings
+from aixiate_auth.testing import expose_auth_state
 from aixiate_core.settings import Settings
 from aixiate_core.testing import RUN_ID, RUN_SECRET, postgres_server_url, redis_server_url
+from aixiate_users.testing import fast_users_settings
+from fastapi import FastAPI
 from pydantic import SecretStr
 from redis import Redis as SyncRedis
 from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
+
+type ServiceFactory = Callable[..., FastAPI]
+
+
+def inspectable_service(
+    settings: Settings, auth_settings: AuthSettings | None = None, **users_overrides: Any
+) -> FastAPI:
+    """``create_app`` with cheap argon2 (``users_overrides`` change the users settings),
+    whose started ``AuthState`` is also on ``app.state.auth`` for the test to look into."""
+    started: list[FastAPI] = []
+    app = create_app(
+        settings,
+        auth_settings or AuthSettings(_env_file=None),
+        fast_users_settings(**users_overrides),
+        extensions=[expose_auth_state(started)],
+    )
+    started.append(app)
+    return app
+
+
+@pytest.fixture
+def make_service() -> ServiceFactory:
+    """``make_service(settings, auth_settings=None, **users_overrides)``: the assembled
+    service in process; see :func:`inspectable_service`."""
+    return inspectable_service
 
 
 @pytest.fixture(scope="session")

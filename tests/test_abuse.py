@@ -18,7 +18,6 @@ from uuid import uuid4
 
 import httpx
 import pytest
-from aixiate_api.app import create_app
 from aixiate_audit.models import AuditEvent
 from aixiate_auth.settings import AuthSettings
 from aixiate_core.db import create_sessionmaker
@@ -42,6 +41,7 @@ WRONG = "not-the-password-at-all"
 API = "/api/v1"
 
 type RunCommand = Callable[..., subprocess.CompletedProcess[str]]
+type ServiceFactory = Callable[..., FastAPI]
 type Sessions = async_sessionmaker[AsyncSession]
 
 shared_backends = pytest.mark.skipif(
@@ -232,15 +232,10 @@ async def forget_redis(settings: Settings) -> AsyncIterator[None]:
             await client.aclose()
 
 
-def service(settings: Settings, **overrides: Any) -> FastAPI:
-    auth = AuthSettings(
-        _env_file=None,
-        argon2_time_cost=1,
-        argon2_memory_kib=1024,
-        require_email_verification=False,
-    )
+def service(make_service: ServiceFactory, settings: Settings, **overrides: Any) -> FastAPI:
+    auth = AuthSettings(_env_file=None, require_email_verification=False)
     values: dict[str, Any] = {"outbox_dispatcher_enabled": False, "housekeeping_enabled": False}
-    return create_app(settings.model_copy(update=values | overrides), auth)
+    return make_service(settings.model_copy(update=values | overrides), auth)
 
 
 async def user_with_password(app: FastAPI, db: Sessions, **overrides: Any) -> User:
@@ -251,12 +246,13 @@ async def user_with_password(app: FastAPI, db: Sessions, **overrides: Any) -> Us
 
 @pytest.fixture
 async def replicas(
-    settings: Settings, forget_redis: None
+    settings: Settings, forget_redis: None, make_service: ServiceFactory
 ) -> AsyncIterator[tuple[list[httpx.AsyncClient], list[FastAPI], FakeClock]]:
     """Two apps of the service sharing the run's Redis, one client each, and one clock
     for the lockout of both. Without Redis an app's state is its own, so both clients
     talk to one app instead."""
-    apps = [service(settings), service(settings)] if settings.redis_url else [service(settings)]
+    one = [service(make_service, settings)]
+    apps = [*one, service(make_service, settings)] if settings.redis_url else one
     clock = FakeClock()
     async with AsyncExitStack() as stack:
         if len(apps) == 2:
@@ -310,9 +306,9 @@ class TestReplicasWithTheClockInHand:
 
 class TestGlobalCeiling:
     async def test_every_api_route_shares_the_ceiling_and_health_is_exempt(
-        self, settings: Settings, forget_redis: None
+        self, settings: Settings, forget_redis: None, make_service: ServiceFactory
     ) -> None:
-        app = service(settings, rate_limit_enabled=True, rate_limit_global="5/minute")
+        app = service(make_service, settings, rate_limit_enabled=True, rate_limit_global="5/minute")
         async with serve_from(app, "198.51.100.77", "198.51.100.78") as (client, other):
             answers = [
                 (await client.get(f"{API}/users/me")).status_code,
@@ -335,9 +331,11 @@ class TestGlobalCeiling:
         assert elsewhere.status_code == 401
 
     async def test_off_when_rate_limiting_is_off(
-        self, settings: Settings, forget_redis: None
+        self, settings: Settings, forget_redis: None, make_service: ServiceFactory
     ) -> None:
-        app = service(settings, rate_limit_enabled=False, rate_limit_global="2/minute")
+        app = service(
+            make_service, settings, rate_limit_enabled=False, rate_limit_global="2/minute"
+        )
         async with serve_from(app, "198.51.100.79") as (client,):
             answers = [(await client.get("/.well-known/jwks.json")).status_code for _ in range(5)]
 

@@ -14,14 +14,14 @@ from uuid import UUID, uuid4
 
 import httpx
 import pytest
-from aixiate_api.app import API_PREFIX, create_app
+from aixiate_api.app import create_app
 from aixiate_api.wiring import purge_jobs
 from aixiate_audit import retention
 from aixiate_audit import service as audit_service
 from aixiate_audit.models import AuditEvent
 from aixiate_audit.repository import AuditRepository
-from aixiate_auth.settings import AuthSettings
-from aixiate_core.db import SessionDep, create_engine, create_sessionmaker, utc_now
+from aixiate_core.app import API_PREFIX
+from aixiate_core.db import SessionDep, commit, create_engine, create_sessionmaker, utc_now
 from aixiate_core.outbox import Outbox, OutboxEmail
 from aixiate_core.settings import Settings
 from aixiate_core.testing import postgres_server_url, serve
@@ -38,6 +38,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 API = API_PREFIX
 type RunCommand = Callable[..., subprocess.CompletedProcess[str]]
+type ServiceFactory = Callable[..., FastAPI]
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
 
 
@@ -86,13 +87,14 @@ class Service:
         body = AdminUserCreate(
             email=email, password=secret, roles=["admin"] if admin else [], is_verified=True
         )
-        sessionmaker = self.app.state.auth.state["sessionmaker"]
+        sessionmaker = self.app.state.auth.sessions.sessionmaker
         for attempt in range(20):
             try:
-                async with sessionmaker() as session, session.begin():
+                async with sessionmaker() as session:  # one unit of work, as a request's
                     user = await users_service.create_user(
                         session, body, admin=None, passwords=self.app.state.auth.passwords
                     )
+                    await commit(session)
                 return email, secret, user.id
             except OperationalError:
                 # SQLite: a transaction that read before the background jobs (housekeeping,
@@ -113,7 +115,7 @@ class Service:
 
 
 @pytest.fixture
-async def service(settings: Settings) -> AsyncIterator[Service]:
+async def service(settings: Settings, make_service: ServiceFactory) -> AsyncIterator[Service]:
     app_settings = settings.model_copy(
         update={
             "outbox_dispatcher_enabled": False,
@@ -121,10 +123,7 @@ async def service(settings: Settings) -> AsyncIterator[Service]:
             "public_url": "https://app.example.com",
         }
     )
-    auth_settings = AuthSettings(
-        argon2_time_cost=1, argon2_memory_kib=1024, password_hash_workers=2, _env_file=None
-    )
-    app = create_app(app_settings, auth_settings)
+    app = make_service(app_settings, password_hash_workers=2)
     inbox = Inbox(app_settings)
     try:
         async with serve(app) as client:

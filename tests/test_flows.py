@@ -14,6 +14,7 @@ from aixiate_api.app import create_app
 from aixiate_auth.settings import AuthSettings
 from aixiate_core.settings import Settings
 from aixiate_core.testing import FakeResend, serve
+from aixiate_users.testing import fast_users_settings
 from pydantic import SecretStr
 
 PASSWORD = "vivid-otter-harbour-42"
@@ -69,10 +70,8 @@ async def journey(
             "public_url": "https://app.example.com",
         }
     )
-    auth_settings = AuthSettings(
-        argon2_time_cost=1, argon2_memory_kib=1024, password_hash_workers=2, _env_file=None
-    )
-    async with serve(create_app(app_settings, auth_settings)) as client:
+    fast = fast_users_settings(password_hash_workers=2)
+    async with serve(create_app(app_settings, AuthSettings(_env_file=None), fast)) as client:
         yield client, Inbox(fake_resend)
 
 

@@ -8,8 +8,7 @@ tests to look into. Argon2 runs with cheap parameters here; one test keeps the d
 """
 
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,13 +20,13 @@ from aixiate_audit import service as audit_service
 from aixiate_auth.router import admin_router, jwks_router
 from aixiate_auth.router import router as auth_router
 from aixiate_auth.settings import AuthSettings
-from aixiate_auth.state import STATE_KEY, AuthState, auth_extension
-from aixiate_core.app import API_PREFIX, Extension, assemble, static_state
+from aixiate_auth.state import AuthState, auth_extension
+from aixiate_auth.testing import expose_auth_state
+from aixiate_core.app import API_PREFIX, assemble, static_state
 from aixiate_core.db import create_sessionmaker
 from aixiate_core.email import EmailMessage
 from aixiate_core.events import DomainEvents, EmailDeliveryFailed
 from aixiate_core.outbox import Outbox, OutboxEmail
-from aixiate_core.resources import State
 from aixiate_core.settings import Settings
 from aixiate_core.store import KeyValueStore
 from aixiate_core.testing import postgres_server_url, serve
@@ -174,17 +173,6 @@ def mailbox(engine: AsyncEngine, app_settings: Settings) -> Mailbox:
 type AuthAppFactory = Callable[..., FastAPI]
 type UserFactory = Callable[..., Awaitable[User]]
 type Login = Callable[..., Awaitable[dict[str, Any]]]
-
-
-def expose_auth_state(app: list[FastAPI]) -> Extension:
-    """Puts the started AuthState on ``app.state.auth``, for tests to look into."""
-
-    @asynccontextmanager
-    async def extend(state: State) -> AsyncIterator[Mapping[str, Any]]:
-        app[0].state.auth = dict(state)[STATE_KEY]
-        yield {}
-
-    return extend
 
 
 def build_auth_app(

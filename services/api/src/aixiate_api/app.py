@@ -1,12 +1,14 @@
 """Assembles the packages into one FastAPI app."""
 
+from collections.abc import Sequence
+
 from aixiate_audit.router import router as audit_router
 from aixiate_auth.router import admin_router as auth_admin_router
 from aixiate_auth.router import jwks_router
 from aixiate_auth.router import router as auth_router
 from aixiate_auth.settings import AuthSettings, get_auth_settings
 from aixiate_auth.state import auth_extension
-from aixiate_core.app import API_PREFIX, assemble
+from aixiate_core.app import API_PREFIX, Extension, assemble
 from aixiate_core.events import DomainEvents
 from aixiate_core.health import router as operations_router
 from aixiate_core.logging import configure_logging
@@ -31,9 +33,12 @@ def create_app(
     settings: Settings | None = None,
     auth_settings: AuthSettings | None = None,
     users_settings: UsersSettings | None = None,
+    *,
+    extensions: Sequence[Extension] = (),
 ) -> FastAPI:
     """The service. Settings not given are read from the environment; whatever is given
-    reaches every route, since each package's state is built from it at start-up."""
+    reaches every route, since each package's state is built from it at start-up.
+    ``extensions`` add entries of their own to the lifespan state, after auth's."""
     settings = settings or get_settings()
     settings.check_safe()
     configure_logging(settings)
@@ -45,6 +50,7 @@ def create_app(
         extensions=[
             users_extension(users),
             auth_extension(auth_settings or get_auth_settings(), users, events),
+            *extensions,
         ],
         events=events,
         jobs=purge_jobs(settings),
