@@ -2,7 +2,7 @@
 
 The parameters (``AIXIATE_ARGON2_TIME_COST``, ``AIXIATE_ARGON2_MEMORY_KIB``,
 ``AIXIATE_ARGON2_PARALLELISM``, ``AIXIATE_PASSWORD_HASH_WORKERS``) are read through the
-service's ``AuthSettings``, so the defaults and the environment are exactly the ones the
+service's ``UsersSettings``, so the defaults and the environment are exactly the ones the
 running service uses. A login verifies one argon2id hash in one of ``hash workers``
 threads; the ceiling is ``hash_workers / median single verify time``.
 
@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Any
 
-from aixiate_auth.settings import AuthSettings
+from aixiate_users.settings import UsersSettings
 from argon2 import PasswordHasher, Type
 from passlib.context import CryptContext  # type: ignore[import-untyped]
 
@@ -54,7 +54,7 @@ def _parallel_rate(
 
 
 def measure(samples: int, parallel_seconds: float) -> dict[str, Any]:
-    settings = AuthSettings()
+    settings = UsersSettings()
     hasher = PasswordHasher(
         time_cost=settings.argon2_time_cost,
         memory_cost=settings.argon2_memory_kib,

@@ -97,16 +97,16 @@ def redis_clean(url: str, prefix: str) -> None:
 
 async def _seed(emails: Sequence[str], password: str) -> None:
     # Imported here: the other commands must not need the service's packages.
-    from aixiate_auth.passwords import Argon2PasswordService
-    from aixiate_auth.settings import AuthSettings
     from aixiate_core.db import create_engine, create_sessionmaker
     from aixiate_core.settings import Settings
     from aixiate_users.models import User
+    from aixiate_users.passwords import Passwords
     from aixiate_users.repository import normalize_email
+    from aixiate_users.settings import UsersSettings
 
     settings = Settings()
     # The same AIXIATE_ARGON2_* as the service, so logins never trigger a re-hash.
-    passwords = Argon2PasswordService(AuthSettings())
+    passwords = Passwords(UsersSettings())
     try:
         password_hash = await passwords.hash(password)
     finally:

@@ -76,17 +76,17 @@ async def call(
 
 async def main(route: str, requests: int, profile: bool, out: TextIO) -> None:
     from aixiate_api.app import create_app
-    from aixiate_auth.passwords import Argon2PasswordService
-    from aixiate_auth.settings import AuthSettings
     from aixiate_users.models import User
+    from aixiate_users.passwords import Passwords
     from aixiate_users.repository import normalize_email
+    from aixiate_users.settings import UsersSettings
 
     os.environ.setdefault("AIXIATE_RATE_LIMIT_ENABLED", "false")
     os.environ.setdefault("AIXIATE_LOG_FORMAT", "json")
     app = create_app()
     password = "profile-" + secrets.token_urlsafe(12)
     email = f"profile-{secrets.token_hex(4)}@example.com"
-    passwords = Argon2PasswordService(AuthSettings())
+    passwords = Passwords(UsersSettings())
     async with app.router.lifespan_context(app) as state:
         async with state["sessionmaker"]() as session, session.begin():
             session.add(

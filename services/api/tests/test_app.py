@@ -1,8 +1,14 @@
+from uuid import uuid4
+
 import pytest
 from aixiate_api.app import create_app
+from aixiate_auth.settings import AuthSettings
 from aixiate_core.settings import Settings, UnsafeSettingsError
 from aixiate_core.testing import serve
+from aixiate_users.testing import fast_users_settings
 from fastapi.routing import APIRoute
+
+PASSWORD = "vivid-otter-harbour-lantern-42"
 
 
 class TestCreateApp:
@@ -40,3 +46,33 @@ class TestCreateApp:
         assert response.status_code == 200
         expected = {"database": "ok"} | ({"redis": "ok"} if settings.redis_url else {})
         assert response.json()["checks"] == expected
+
+
+class TestSettingsOverrides:
+    """What create_app is given reaches every route: no route reads settings of its own."""
+
+    async def test_users_and_auth_settings_reach_registration_and_login(
+        self, settings: Settings
+    ) -> None:
+        auth = AuthSettings(_env_file=None, require_email_verification=False)
+        users = fast_users_settings(password_min_length=20)
+        email = f"override-{uuid4().hex[:12]}@example.com"
+        quiet = settings.model_copy(update={"outbox_dispatcher_enabled": False})
+
+        async with serve(create_app(quiet, auth, users)) as client:
+            short = await client.post(
+                "/api/v1/auth/register", json={"email": email, "password": "x7!kq2Lm#pZ4-vivid"}
+            )
+            accepted = await client.post(
+                "/api/v1/auth/register", json={"email": email, "password": PASSWORD}
+            )
+            login = await client.post(
+                "/api/v1/auth/login", json={"email": email, "password": PASSWORD}
+            )
+
+        assert short.status_code == 422
+        assert short.json()["reason"] == "too_short"
+        assert short.json()["min_length"] == 20
+        assert accepted.status_code == 202
+        # Unverified, yet signed in: require_email_verification=False was honoured.
+        assert login.status_code == 200, login.text

@@ -133,7 +133,7 @@ async def my_security_events(
     return await audit_service.security_events(session, principal.user_id, query)
 
 
-# Both spellings of the collection: "/users/" (API.md) and "/users", which clients also
+# Both spellings of the collection: "/users/" (the documented one) and "/users", which clients also
 # send; a redirect would drop the body of a POST in many clients.
 @router.get("", response_model=Page[UserRead], include_in_schema=False)
 @router.get(
