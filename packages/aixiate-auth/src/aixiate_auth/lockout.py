@@ -1,45 +1,12 @@
-"""Account lockout after repeated failed logins, shared by every replica.
+"""Account lockout after repeated failed logins, counted in the store every replica shares.
 
-``AIXIATE_LOCKOUT_MAX_FAILURES`` failed logins (default 5) for one account within
+``AIXIATE_LOCKOUT_MAX_FAILURES`` failures (5) for one address within
 ``AIXIATE_LOCKOUT_WINDOW_SECONDS`` (15 min) lock it for ``AIXIATE_LOCKOUT_BASE_SECONDS``
-(1 min). Each further lock within ``AIXIATE_LOCKOUT_RESET_SECONDS`` (12 h) of the end of
-the previous one doubles, up to ``AIXIATE_LOCKOUT_MAX_SECONDS`` (15 min): 1, 2, 4, 8, 15,
-15, ... minutes. These are Keycloak's brute-force detection defaults (wait increment
-1 min, max wait 15 min, failure reset 12 h) with a lower failure count. A locked account
-answers 429 ``account_locked`` with ``Retry-After``, before any password is hashed.
-
-Design note: lockout versus denial of service
----------------------------------------------
-A lockout turns a password guesser into someone who can keep the owner out, so:
-
-- **Every lock expires.** There is no permanent lock; the worst an attacker achieves is
-  the cap (15 min) at a time, at the price of N guesses per lock, which caps online
-  guessing at roughly N per 15 minutes per account (about 500 a day, against the
-  password policy's refusal of common and breached passwords). Owners are not stuck
-  either: an admin unlock (``POST /users/{id}/unlock``) or a password reset (which proves
-  the mailbox) clears the lock at once.
-- **Counted per account across all IPs**, so a botnet spreading guesses over addresses
-  gains nothing; the per-IP rate limits (``aixiate_core.ratelimit``) are the other half
-  and slow one client guessing across many accounts.
-- **Keyed by the normalized address, whether or not it has an account**: unknown and
-  known addresses fail, lock and answer exactly alike, so the lock enumerates nothing.
-  Keys hold a keyed digest of the address, never the address. Only real accounts get an
-  audit event ``auth.account.locked`` and, at the first lock of a series, an email
-  (template ``account_locked``), both in one transaction of their own because the
-  request fails: one email per series, so an attacker cannot use us to flood a mailbox.
-- **A successful login resets the failure count, not the escalation.** Otherwise each
-  login of the owner between an attacker's rounds would hand the attacker cheap
-  one-minute locks again (five guesses a minute instead of five per 15). The escalation
-  forgets after the reset period without a lock.
-- **The locking failure itself answers 429**, so the owner learns at once why the next
-  attempt will be refused, and for how long. Failures of requests let in just before a
-  lock began belong to that burst: they answer 429 and start no second, longer lock
-  (a claim in the store makes sure concurrent replicas start exactly one).
-- **Failures after a correct password** (unverified or deactivated accounts) do not count:
-  whoever sent them knows the password.
-- When the store does not answer, ``AIXIATE_LOCKOUT_FAIL_MODE`` decides: ``fail_closed``
-  (the default) answers 503 rather than let unlimited guesses through; ``fail_open``
-  lets logins proceed uncounted.
+(1 min); each further lock within ``AIXIATE_LOCKOUT_RESET_SECONDS`` (12 h) doubles, up to
+``AIXIATE_LOCKOUT_MAX_SECONDS`` (15 min). Keys hold a keyed digest of the normalized
+address, known or not, so a lock enumerates nothing. Every lock expires, a successful
+login resets the count but not the escalation, and ``AIXIATE_LOCKOUT_FAIL_MODE`` decides
+what happens when the store is down. Why each of these: docs/adr/0005.
 
 Time comes from an injectable clock (``Lockout.clock``): lock and failure state carry
 their own timestamps and the store's TTLs only collect garbage, so a test moves the clock
