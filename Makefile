@@ -8,7 +8,7 @@ test:
 	./scripts/test
 
 lint:
-	uv run ruff check . && uv run ruff format --check . && for t in packages/* services/api tests; do uv run mypy $$t || exit 1; done && uv run lint-imports
+	./scripts/lint
 
 ci:
 	bash .ci/run

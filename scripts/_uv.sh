@@ -1,6 +1,8 @@
+# shellcheck shell=bash
 # Sourced by the scripts (with $root set to the repository): picks the Python 3.13 that
 # the repository's .python-version selects, wherever the script is called from, and
 # makes sure uv is at hand, installing it with pip when missing.
+: "${root:?set root to the repository before sourcing _uv.sh}"
 PYTHON="$(cd "$root" && python3 -c 'import sys; print(sys.executable)')"
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 13))'; then
   echo "error: Python 3.13 is required; $PYTHON is $("$PYTHON" --version 2>&1)" >&2
