@@ -55,9 +55,9 @@ from typing import TYPE_CHECKING
 
 import structlog
 from aixiate_audit import service as audit_service
+from aixiate_core.crypto import keyed_digest
 from aixiate_core.errors import AppError, ServiceUnavailable, is_connection_error
 from aixiate_core.events import DomainEvents, UserUnlocked
-from aixiate_core.ratelimit import keyed_digest
 from aixiate_core.store import KeyValueStore
 from aixiate_users.models import User
 from aixiate_users.repository import normalize_email
