@@ -1,6 +1,6 @@
 """Request bodies of ``/auth``.
 
-Addresses, names, the user view and the 202 body are the users package's, so the same
+Addresses, names and the user view are the users package's, so the same
 input rules hold on every route. Passwords are plain strings here on purpose: their
 length and content are the password policy's to judge, so a too-long password answers
 422 ``weak_password`` with its reason, as API.md prescribes (the request body limit
@@ -11,7 +11,8 @@ from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from aixiate_users.schemas import Accepted, Email, FullName, UserRead
+from aixiate_core.schemas import Accepted
+from aixiate_users.schemas import Email, FullName, UserRead
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [

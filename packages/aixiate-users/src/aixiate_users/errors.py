@@ -5,8 +5,7 @@ from typing import Any
 
 from aixiate_core import pagination
 from aixiate_core.errors import PROBLEM_CONTENT_TYPE, AppError, BadRequest, Conflict, NotFound
-
-from aixiate_users.schemas import Problem
+from aixiate_core.schemas import Problem
 
 
 class UserNotFound(NotFound):

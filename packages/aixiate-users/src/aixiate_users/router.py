@@ -7,6 +7,7 @@ from aixiate_audit.schemas import AuditPage, PageQuery
 from aixiate_core.db import SessionDep, SessionMakerDep
 from aixiate_core.events import EventsDep
 from aixiate_core.outbox import OutboxDep
+from aixiate_core.schemas import Accepted, Page
 from aixiate_core.security import (
     AdminPrincipal,
     CurrentPrincipal,
@@ -28,11 +29,9 @@ from aixiate_users.errors import (
 )
 from aixiate_users.models import User
 from aixiate_users.schemas import (
-    Accepted,
     AdminUserCreate,
     AdminUserUpdate,
     EmailChangeRequest,
-    Page,
     PasswordConfirmation,
     UserListQuery,
     UserRead,

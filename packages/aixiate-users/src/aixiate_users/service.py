@@ -24,6 +24,7 @@ from aixiate_core.events import (
     UserUnlocked,
 )
 from aixiate_core.outbox import Outbox
+from aixiate_core.schemas import Page
 from aixiate_core.security import PasswordService, Principal
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -44,7 +45,6 @@ from aixiate_users.schemas import (
     AdminUserCreate,
     AdminUserUpdate,
     EmailChangeRequest,
-    Page,
     PasswordConfirmation,
     UserListQuery,
     UserRead,
