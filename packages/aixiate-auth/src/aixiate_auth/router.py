@@ -4,13 +4,13 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from aixiate_core.db import SessionDep, SessionMakerDep
-from aixiate_core.errors import RateLimited
+from aixiate_core.errors import RateLimited, problem_responses
 from aixiate_core.events import EventsDep
 from aixiate_core.outbox import OutboxDep
 from aixiate_core.ratelimit import Throttle, rate_limit
 from aixiate_core.security import CurrentPrincipal, PasswordServiceDep, WeakPassword
 from aixiate_users import service as users_service
-from aixiate_users.errors import EmailTaken, InvalidActionToken, problem_responses
+from aixiate_users.errors import EmailTaken, InvalidActionToken
 from aixiate_users.models import User
 from fastapi import APIRouter, Depends, Response, status
 from fastapi.security import OAuth2PasswordRequestForm

@@ -5,6 +5,7 @@ from typing import Annotated
 from aixiate_audit import service as audit_service
 from aixiate_audit.schemas import AuditPage, PageQuery
 from aixiate_core.db import SessionDep, SessionMakerDep
+from aixiate_core.errors import problem_responses
 from aixiate_core.events import EventsDep
 from aixiate_core.outbox import OutboxDep
 from aixiate_core.schemas import Accepted, Page
@@ -25,7 +26,6 @@ from aixiate_users.errors import (
     InvalidCursor,
     InvalidPassword,
     UserNotFound,
-    problem_responses,
 )
 from aixiate_users.models import User
 from aixiate_users.schemas import (
