@@ -16,7 +16,11 @@ from aixiate_core.metrics import Metrics
 from aixiate_core.middleware import RequestMiddleware
 from aixiate_core.ratelimit import global_rate_limit
 from aixiate_core.resources import State, open_resources, running_background
-from aixiate_core.security import register_password_service, register_principal_resolver
+from aixiate_core.security import (
+    register_password_service,
+    register_principal_resolver,
+    register_token_url,
+)
 from aixiate_core.settings import Settings, get_settings
 from aixiate_users.router import router as users_router
 from fastapi import Depends, FastAPI
@@ -65,6 +69,7 @@ def create_app(
     app.state.auth = auth
     register_principal_resolver(app, auth)
     register_password_service(app, auth.passwords)
+    register_token_url(app, f"{API_PREFIX}/auth/token")
     install_error_handlers(app)
     app.add_middleware(
         RequestMiddleware,
