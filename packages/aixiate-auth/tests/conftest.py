@@ -19,6 +19,7 @@ from uuid import uuid4
 import httpx
 import pytest
 from aixiate_audit import service as audit_service
+from aixiate_auth import emails as auth_emails
 from aixiate_auth import subscribers
 from aixiate_auth.passwords import Argon2PasswordService
 from aixiate_auth.router import jwks_router
@@ -27,6 +28,7 @@ from aixiate_auth.runtime import AuthRuntime
 from aixiate_auth.settings import AuthSettings, get_auth_settings
 from aixiate_core.db import create_sessionmaker
 from aixiate_core.email import EmailMessage
+from aixiate_core.email_templates import EmailTemplates
 from aixiate_core.errors import install_error_handlers
 from aixiate_core.events import DomainEvents, EmailDeliveryFailed
 from aixiate_core.metrics import Metrics
@@ -37,6 +39,7 @@ from aixiate_core.security import register_password_service, register_principal_
 from aixiate_core.settings import Settings
 from aixiate_core.store import KeyValueStore
 from aixiate_core.testing import postgres_server_url, serve
+from aixiate_users import emails as users_emails
 from aixiate_users.models import User
 from aixiate_users.router import router as users_router
 from aixiate_users.testing import create_user
@@ -48,6 +51,7 @@ from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 API_PREFIX = "/api/v1"
+EMAILS = EmailTemplates(users_emails.EMAILS, auth_emails.EMAILS)
 STRONG_PASSWORD = "vivid-otter-harbour-42"
 
 
@@ -111,7 +115,10 @@ def build_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[State]:
-        async with open_resources(settings) as state, running_background(state, events, {}):
+        async with (
+            open_resources(settings, emails=EMAILS) as state,
+            running_background(state, events, {}),
+        ):
             yield state
 
     app = FastAPI(lifespan=lifespan)
@@ -215,7 +222,7 @@ def build_auth_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[State]:
-        async with open_resources(settings) as state:
+        async with open_resources(settings, emails=EMAILS) as state:
             if store is not None:
                 state["store"] = store
             await runtime.start(state)

@@ -2,7 +2,8 @@
 
 Core must not import aixiate_api, so the tests build their own small app: the same
 lifespan resources, error handlers, middleware and operations router, plus whatever
-routes a test adds.
+routes a test adds. The emails the packages send are theirs, so the outbox tests send
+stand-ins of core's own.
 """
 
 import asyncio
@@ -11,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import pytest
+from aixiate_core.email_templates import EmailTemplates, EmailTemplateSet
 from aixiate_core.errors import install_error_handlers
 from aixiate_core.health import router as operations_router
 from aixiate_core.metrics import Metrics
@@ -18,6 +20,7 @@ from aixiate_core.middleware import RequestMiddleware
 from aixiate_core.resources import State, open_resources
 from aixiate_core.settings import Settings
 from fastapi import APIRouter, FastAPI
+from jinja2 import DictLoader
 
 type AppFactory = Callable[[Settings, APIRouter], FastAPI]
 
@@ -46,6 +49,37 @@ def build_app(settings: Settings, routes: APIRouter) -> FastAPI:
 @pytest.fixture
 def make_app() -> AppFactory:
     return build_app
+
+
+#: Two emails in the packages' shape: a link to follow, and a notice without one.
+TEST_EMAILS = EmailTemplateSet(
+    subjects={
+        "verify_email": "Confirm your email address for {product_name}",
+        "password_changed": "Your {product_name} password was changed",
+    },
+    loader=DictLoader(
+        {
+            "verify_email.txt.j2": (
+                "Hello{% if name %} {{ name }}{% endif %},\n\n"
+                "Confirm your address within {{ expires_hours }} hours:\n\n{{ link }}\n"
+            ),
+            "verify_email.html.j2": (
+                '{% extends "_layout.html.j2" %}{% block body %}'
+                '<p><a href="{{ link }}">Confirm your email address</a></p>{% endblock %}'
+            ),
+            "password_changed.txt.j2": "Your {{ product_name }} password was changed.\n",
+            "password_changed.html.j2": (
+                '{% extends "_layout.html.j2" %}{% block body %}'
+                "<p>Your password was changed.</p>{% endblock %}"
+            ),
+        }
+    ),
+)
+
+
+@pytest.fixture
+def email_templates() -> EmailTemplates:
+    return EmailTemplates(TEST_EMAILS)
 
 
 @pytest.fixture

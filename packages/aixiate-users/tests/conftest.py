@@ -18,6 +18,7 @@ import httpx
 import pytest
 from aixiate_core.db import STORE_KEY, SessionDep, SessionMakerDep, commit, get_session
 from aixiate_core.email import EmailMessage
+from aixiate_core.email_templates import EmailTemplates
 from aixiate_core.errors import InvalidToken, install_error_handlers
 from aixiate_core.events import (
     DomainEvents,
@@ -43,6 +44,7 @@ from aixiate_core.security import (
 from aixiate_core.settings import Settings
 from aixiate_core.testing import serve
 from aixiate_users import service as users_service
+from aixiate_users.emails import EMAILS
 from aixiate_users.models import User
 from aixiate_users.router import router as users_router
 from aixiate_users.schemas import UserRead
@@ -173,7 +175,7 @@ def events(published: list[object]) -> DomainEvents:
 @pytest.fixture
 def outbox(app_settings: Settings) -> Outbox:
     """Opens the app's outbox rows: same secret key, same derived key."""
-    return Outbox(app_settings)
+    return Outbox(app_settings, EmailTemplates(EMAILS))
 
 
 @pytest.fixture
@@ -200,7 +202,7 @@ def build_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[State]:
-        async with open_resources(settings) as state:
+        async with open_resources(settings, emails=EmailTemplates(EMAILS)) as state:
             if sessionmaker is not None:
                 state["sessionmaker"] = sessionmaker  # type: ignore[typeddict-item]
             yield state

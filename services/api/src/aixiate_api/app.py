@@ -4,10 +4,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from aixiate_audit.router import router as audit_router
+from aixiate_auth import emails as auth_emails
 from aixiate_auth.router import jwks_router
 from aixiate_auth.router import router as auth_router
 from aixiate_auth.runtime import AuthRuntime
 from aixiate_auth.settings import AuthSettings, get_auth_settings
+from aixiate_core.email_templates import EmailTemplates
 from aixiate_core.errors import install_error_handlers
 from aixiate_core.events import DomainEvents
 from aixiate_core.health import router as operations_router
@@ -22,6 +24,7 @@ from aixiate_core.security import (
     register_token_url,
 )
 from aixiate_core.settings import Settings, get_settings
+from aixiate_users import emails as users_emails
 from aixiate_users.router import router as users_router
 from fastapi import Depends, FastAPI
 from fastapi.routing import APIRoute
@@ -45,10 +48,11 @@ def create_app(
 
     auth = AuthRuntime(auth_settings or get_auth_settings())
     events = subscribe_all(DomainEvents(), auth)
+    emails = EmailTemplates(users_emails.EMAILS, auth_emails.EMAILS)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[State]:
-        async with open_resources(settings) as state:
+        async with open_resources(settings, emails=emails) as state:
             await auth.start(state)
             try:
                 async with running_background(state, events, purge_jobs(settings)):
