@@ -1,6 +1,5 @@
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,13 +17,18 @@ from aixiate_api.app import create_app
 from aixiate_auth.settings import AuthSettings
 from aixiate_auth.testing import expose_auth_state
 from aixiate_core.settings import Settings
-from aixiate_core.testing import RUN_ID, RUN_SECRET, postgres_server_url, redis_server_url
+from aixiate_core.testing import (
+    RUN_ID,
+    RUN_SECRET,
+    create_database,
+    drop_database,
+    free_port,
+    redis_server_url,
+)
 from aixiate_users.testing import fast_users_settings
 from fastapi import FastAPI
 from pydantic import SecretStr
 from redis import Redis as SyncRedis
-from sqlalchemy import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
 
 type ServiceFactory = Callable[..., FastAPI]
 
@@ -59,28 +63,15 @@ def database_schema(database_url: str) -> str:
     return database_url
 
 
-async def _autocommit(url: str, statement: str) -> None:
-    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            await conn.exec_driver_sql(statement)
-    finally:
-        await engine.dispose()
-
-
 @pytest.fixture
 def empty_database_url(tmp_path: Path) -> Iterator[str]:
     """A database of its own with nothing in it, for tests that migrate up and down."""
-    server = postgres_server_url()
-    if server is None:
-        yield f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
-        return
-    name = f"aixiate_empty_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_autocommit(server, f'CREATE DATABASE "{name}"'))
+    # Sync: the migration tests run their own event loops.
+    url = asyncio.run(create_database(tmp_path, "aixiate_empty"))
     try:
-        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+        yield url
     finally:
-        asyncio.run(_autocommit(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(drop_database(url))
 
 
 # --- the real service in processes of their own --------------------------------------------
@@ -123,13 +114,6 @@ def service_environment(settings: Settings) -> dict[str, str]:
     return env
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _ready(url: str, process: subprocess.Popen[bytes], deadline: float) -> bool:
     while time.monotonic() < deadline and process.poll() is None:
         try:
@@ -156,7 +140,7 @@ def running_services(
     services: dict[str, ServiceProcess] = {}
     try:
         for name in names:
-            port = _free_port()
+            port = free_port()
             log = workdir / f"{name}.log"
             with log.open("wb") as out:
                 processes.append(

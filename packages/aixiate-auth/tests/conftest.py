@@ -17,6 +17,7 @@ from uuid import uuid4
 import httpx
 import pytest
 from aixiate_audit import service as audit_service
+from aixiate_auth import emails as auth_emails
 from aixiate_auth.router import admin_router, jwks_router
 from aixiate_auth.router import router as auth_router
 from aixiate_auth.settings import AuthSettings
@@ -25,11 +26,13 @@ from aixiate_auth.testing import expose_auth_state
 from aixiate_core.app import API_PREFIX, assemble, static_state
 from aixiate_core.db import create_sessionmaker
 from aixiate_core.email import EmailMessage
+from aixiate_core.email_templates import EmailTemplates
 from aixiate_core.events import DomainEvents, EmailDeliveryFailed
 from aixiate_core.outbox import Outbox, OutboxEmail
 from aixiate_core.settings import Settings
 from aixiate_core.store import KeyValueStore
-from aixiate_core.testing import postgres_server_url, serve
+from aixiate_core.testing import scratch_database, serve
+from aixiate_users import emails as users_emails
 from aixiate_users.models import User
 from aixiate_users.passwords import Passwords
 from aixiate_users.router import confirm_email_router
@@ -39,11 +42,11 @@ from aixiate_users.state import UsersState, users_extension
 from aixiate_users.testing import create_user, fast_users_settings
 from fastapi import FastAPI
 from pydantic import SecretStr
-from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+EMAILS = EmailTemplates(users_emails.EMAILS, auth_emails.EMAILS)
 STRONG_PASSWORD = "vivid-otter-harbour-42"
 
 
@@ -194,6 +197,7 @@ def build_auth_app(
     started: list[FastAPI] = []
     app = assemble(
         settings,
+        emails=EMAILS,
         extensions=[
             *([static_state(store=store)] if store is not None else []),
             users_extension(users),
@@ -282,33 +286,16 @@ def login(api: httpx.AsyncClient) -> Login:
     return do
 
 
-async def _autocommit(url: str, statement: str) -> None:
-    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            await conn.exec_driver_sql(statement)
-    finally:
-        await engine.dispose()
-
-
 @pytest.fixture
 async def own_settings(app_settings: Settings, tmp_path: Path) -> AsyncIterator[Settings]:
     """``app_settings`` on a database of the test's own, with the schema and no rows, for
     tests that need an empty table (the first signing key) or rewrite shared ones."""
-    server = postgres_server_url()
-    name = f"aixiate_own_{uuid4().hex[:12]}"
-    if server is None:
-        url = f"sqlite+aiosqlite:///{tmp_path / 'own.db'}"
-    else:
-        await _autocommit(server, f'CREATE DATABASE "{name}"')
-        url = make_url(server).set(database=name).render_as_string(hide_password=False)
-    engine = create_async_engine(url)
-    try:
-        async with engine.begin() as conn:
-            await conn.run_sync(SQLModel.metadata.create_all)
-        await engine.dispose()
-        yield app_settings.model_copy(update={"database_url": url})
-    finally:
-        await engine.dispose()
-        if server is not None:
-            await _autocommit(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    async with scratch_database(tmp_path, "aixiate_own") as url:
+        engine = create_async_engine(url)
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(SQLModel.metadata.create_all)
+            await engine.dispose()
+            yield app_settings.model_copy(update={"database_url": url})
+        finally:
+            await engine.dispose()

@@ -1,7 +1,8 @@
 """Apps assembled from core's pieces alone, the way the service assembles them.
 
 Core must not import aixiate_api: ``make_app`` is :func:`aixiate_core.app.assemble` with
-the operations router, plus whatever routes and lifespan extensions a test adds.
+the operations router, plus whatever routes and lifespan extensions a test adds. The
+emails the packages send are theirs, so the outbox tests send stand-ins of core's own.
 """
 
 import asyncio
@@ -10,9 +11,11 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 from aixiate_core.app import Extension, assemble
+from aixiate_core.email_templates import EmailTemplates, EmailTemplateSet
 from aixiate_core.health import router as operations_router
 from aixiate_core.settings import Settings
 from fastapi import APIRouter, FastAPI
+from jinja2 import DictLoader
 
 type AppFactory = Callable[..., FastAPI]
 
@@ -28,6 +31,37 @@ def build_app(settings: Settings, routes: APIRouter, *extensions: Extension) -> 
 def make_app() -> AppFactory:
     """``make_app(settings, routes, *extensions)``."""
     return build_app
+
+
+#: Two emails in the packages' shape: a link to follow, and a notice without one.
+TEST_EMAILS = EmailTemplateSet(
+    subjects={
+        "verify_email": "Confirm your email address for {product_name}",
+        "password_changed": "Your {product_name} password was changed",
+    },
+    loader=DictLoader(
+        {
+            "verify_email.txt.j2": (
+                "Hello{% if name %} {{ name }}{% endif %},\n\n"
+                "Confirm your address within {{ expires_hours }} hours:\n\n{{ link }}\n"
+            ),
+            "verify_email.html.j2": (
+                '{% extends "_layout.html.j2" %}{% block body %}'
+                '<p><a href="{{ link }}">Confirm your email address</a></p>{% endblock %}'
+            ),
+            "password_changed.txt.j2": "Your {{ product_name }} password was changed.\n",
+            "password_changed.html.j2": (
+                '{% extends "_layout.html.j2" %}{% block body %}'
+                "<p>Your password was changed.</p>{% endblock %}"
+            ),
+        }
+    ),
+)
+
+
+@pytest.fixture
+def email_templates() -> EmailTemplates:
+    return EmailTemplates(TEST_EMAILS)
 
 
 @pytest.fixture

@@ -15,7 +15,9 @@ from aixiate_core.errors import (
     NotFound,
     RateLimited,
     ServiceUnavailable,
+    install_error_handlers,
     is_connection_error,
+    problem_responses,
 )
 from aixiate_core.settings import Settings
 from aixiate_core.testing import serve
@@ -295,3 +297,54 @@ class TestIsConnectionError:
     )
     def test_not_outages(self, exc: BaseException) -> None:
         assert not is_connection_error(exc)
+
+
+class Widget(BaseModel):
+    name: str
+
+
+class WidgetNotFound(NotFound):
+    code = "widget_not_found"
+    default_detail = "No widget has this id."
+
+
+class TestProblemResponses:
+    def test_every_problem_refers_to_one_component(self) -> None:
+        app = FastAPI()
+        install_error_handlers(app)
+
+        @app.put(
+            "/widgets/{widget_id}",
+            responses=problem_responses(WidgetNotFound, Conflict, admin=True),
+        )
+        async def put_widget(widget_id: int, body: Widget) -> Widget:
+            return body
+
+        document = app.openapi()
+
+        responses = document["paths"]["/widgets/{widget_id}"]["put"]["responses"]
+        problems = {status: response for status, response in responses.items() if status != "200"}
+        assert set(problems) == {"401", "403", "404", "409", "422"}
+        for response in problems.values():
+            assert response["content"] == {
+                PROBLEM_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}
+            }
+        assert "`widget_not_found`: No widget has this id." in problems["404"]["description"]
+        schemas = document["components"]["schemas"]
+        assert set(schemas["Problem"]["required"]) == PROBLEM_KEYS
+        assert "errors" in schemas["Problem"]["properties"]
+        # Our 422 replaces FastAPI's own, which has another shape.
+        assert "HTTPValidationError" not in schemas
+        assert app.openapi() == document
+
+    def test_flags_choose_the_common_problems(self) -> None:
+        assert set(problem_responses()) == {401, 422}
+        assert set(problem_responses(admin=True, validation=False)) == {401, 403}
+        assert problem_responses(NotFound, auth=False, validation=False) == {
+            404: {
+                "description": "`not_found`: The resource does not exist.",
+                "content": {
+                    PROBLEM_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}
+                },
+            }
+        }

@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 from aixiate_core.db import create_sessionmaker, utc_now
 from aixiate_core.email import ResendEmailSender
+from aixiate_core.email_templates import EmailTemplates
 from aixiate_core.events import DomainEvents, EmailDeliveryFailed
 from aixiate_core.outbox import Outbox, OutboxDispatcher, OutboxEmail
 from aixiate_core.settings import Settings
@@ -43,8 +44,8 @@ def outbox_settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def outbox(outbox_settings: Settings) -> Outbox:
-    return Outbox(outbox_settings)
+def outbox(outbox_settings: Settings, email_templates: EmailTemplates) -> Outbox:
+    return Outbox(outbox_settings, email_templates)
 
 
 @pytest.fixture
@@ -158,6 +159,18 @@ class TestEnqueue:
             await session.rollback()
         async with maker() as session:
             assert await session.get(OutboxEmail, row.id) is None
+
+    async def test_without_templates_it_opens_but_does_not_write(
+        self, session: AsyncSession, outbox: Outbox, outbox_settings: Settings
+    ) -> None:
+        row = await outbox.enqueue(
+            session, to="ada@example.test", template="password_changed", context={"name": None}
+        )
+        reader = Outbox(outbox_settings)
+
+        assert reader.open(row).to == "ada@example.test"
+        with pytest.raises(RuntimeError, match="without email templates"):
+            await reader.enqueue(session, to="ada@example.test", template="password_changed")
 
     async def test_links_use_the_public_url(self, outbox: Outbox, settings: Settings) -> None:
         assert (

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import httpx
 import pytest
+from aixiate_core.crypto import keyed_digest
 from aixiate_core.errors import PROBLEM_CONTENT_TYPE
 from aixiate_core.events import DomainEvents
 from aixiate_core.ratelimit import (
@@ -18,7 +19,6 @@ from aixiate_core.ratelimit import (
     Throttle,
     client_address,
     global_rate_limit,
-    keyed_digest,
     rate_limit,
 )
 from aixiate_core.settings import Settings

@@ -9,13 +9,14 @@ from aixiate_core.security import (
     AdminPrincipal,
     CurrentPrincipal,
     Principal,
+    register_token_url,
     require_role,
 )
 from aixiate_core.settings import Settings
 from aixiate_core.testing import serve
 from fastapi import APIRouter, Depends, FastAPI, Request
 
-type AppFactory = Callable[[Settings, APIRouter], FastAPI]
+type AppFactory = Callable[..., FastAPI]
 
 USER = Principal(user_id=uuid4(), session_id=uuid4(), roles=frozenset())
 ADMIN = Principal(user_id=uuid4(), session_id=uuid4(), roles=frozenset({"admin"}))
@@ -175,6 +176,25 @@ class TestRequireRole:
 
     def test_dependency_is_named_after_the_role(self) -> None:
         assert require_role("auditor").__name__ == "require_auditor"
+
+
+class TestTokenUrl:
+    def test_the_app_says_where_the_token_route_is(self) -> None:
+        app = FastAPI()
+        app.include_router(security_routes())
+        register_token_url(app, "/api/v9/auth/token")
+
+        schemes = app.openapi()["components"]["securitySchemes"]
+
+        flow = schemes["OAuth2PasswordBearer"]["flows"]["password"]
+        assert flow["tokenUrl"] == "/api/v9/auth/token"
+        assert app.openapi() is app.openapi()
+
+    def test_without_protected_routes_there_is_no_scheme_to_amend(self) -> None:
+        app = FastAPI()
+        register_token_url(app, "/api/v9/auth/token")
+
+        assert "components" not in app.openapi()
 
 
 class TestPrincipal:

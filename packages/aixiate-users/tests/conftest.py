@@ -9,19 +9,18 @@ committing (a savepoint) on success and rolling back on error, as the real one d
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from uuid import uuid4
 
 import httpx
 import pytest
 from aixiate_core.app import API_PREFIX, assemble, static_state
 from aixiate_core.db import STORE_KEY, commit, get_session
 from aixiate_core.email import EmailMessage
-from aixiate_core.errors import InvalidToken
+from aixiate_core.email_templates import EmailTemplates
 from aixiate_core.events import DomainEvents
 from aixiate_core.outbox import Outbox, OutboxEmail
-from aixiate_core.security import Principal
 from aixiate_core.settings import Settings
-from aixiate_core.testing import serve
+from aixiate_core.testing import MintedTokens, serve
+from aixiate_users.emails import EMAILS
 from aixiate_users.events import USER_EVENTS
 from aixiate_users.models import User
 from aixiate_users.passwords import Passwords
@@ -39,26 +38,6 @@ PUBLIC_URL = "https://app.example.com"
 
 type Login = Callable[[User], dict[str, str]]
 type Mailbox = Callable[[], Awaitable[list[EmailMessage]]]
-
-
-class BearerTokens:
-    """The PrincipalResolver: bearer strings the test minted, and nothing else."""
-
-    def __init__(self) -> None:
-        self.principals: dict[str, Principal] = {}
-
-    async def __call__(self, request: Request, token: str) -> Principal:
-        principal = self.principals.get(token)
-        if principal is None:
-            raise InvalidToken()
-        return principal
-
-    def login(self, user: User) -> dict[str, str]:
-        token = f"test-{uuid4().hex}"
-        self.principals[token] = Principal(
-            user_id=user.id, session_id=uuid4(), roles=frozenset(user.roles)
-        )
-        return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture
@@ -110,25 +89,25 @@ def events(published: list[object]) -> DomainEvents:
 @pytest.fixture
 def outbox(app_settings: Settings) -> Outbox:
     """Opens the app's outbox rows: same secret key, same derived key."""
-    return Outbox(app_settings)
+    return Outbox(app_settings, EmailTemplates(EMAILS))
 
 
 @pytest.fixture
-def tokens() -> BearerTokens:
-    return BearerTokens()
+def tokens() -> MintedTokens:
+    return MintedTokens()
 
 
 @pytest.fixture
-def login(tokens: BearerTokens) -> Login:
+def login(tokens: MintedTokens) -> Login:
     """Bearer headers for a user, carrying the roles the user has right now."""
-    return tokens.login
+    return lambda user: tokens.mint(user.id, user.roles)
 
 
 def build_app(
     settings: Settings,
     users_settings: UsersSettings,
     passwords: Passwords,
-    tokens: BearerTokens,
+    tokens: MintedTokens,
     events: DomainEvents,
     sessionmaker: Callable[[], AbstractAsyncContextManager[AsyncSession]] | None = None,
 ) -> FastAPI:
@@ -140,6 +119,7 @@ def build_app(
     users = UsersState(settings=users_settings, passwords=passwords)
     app = assemble(
         settings,
+        emails=EmailTemplates(EMAILS),
         extensions=[users_extension(users), static_state(**overrides)],
         events=events,
         background=False,
@@ -155,7 +135,7 @@ def app(
     users_settings: UsersSettings,
     session: AsyncSession,
     passwords: Passwords,
-    tokens: BearerTokens,
+    tokens: MintedTokens,
     events: DomainEvents,
 ) -> FastAPI:
     """The app, serving every request in the test's rolled-back transaction."""
@@ -186,7 +166,7 @@ def committing_app(
     app_settings: Settings,
     users_settings: UsersSettings,
     passwords: Passwords,
-    tokens: BearerTokens,
+    tokens: MintedTokens,
     events: DomainEvents,
 ) -> FastAPI:
     """The app on its own engine and real unit of work: requests commit for good, so a

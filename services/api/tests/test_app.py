@@ -31,6 +31,13 @@ class TestCreateApp:
         operations = app.openapi()["paths"]["/health/ready"]["get"]
         assert operations["operationId"] == "operations-ready"
 
+    def test_authorize_button_posts_to_the_token_route(self, settings: Settings) -> None:
+        document = create_app(settings).openapi()
+        scheme = document["components"]["securitySchemes"]["OAuth2PasswordBearer"]
+        token_url = scheme["flows"]["password"]["tokenUrl"]
+        assert token_url == "/api/v1/auth/token"
+        assert "post" in document["paths"][token_url]
+
     async def test_serves_openapi_and_docs(self, settings: Settings) -> None:
         async with serve(create_app(settings)) as client:
             spec = await client.get("/openapi.json")

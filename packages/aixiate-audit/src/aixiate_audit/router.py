@@ -4,18 +4,23 @@ from typing import Annotated
 from uuid import UUID
 
 from aixiate_core.db import SessionDep
+from aixiate_core.errors import problem_responses
 from aixiate_core.security import AdminPrincipal
 from fastapi import APIRouter, Path, Query
 
 from aixiate_audit import service as audit_service
-from aixiate_audit.errors import AuditEventNotFound, InvalidCursor, problem_responses
+from aixiate_audit.errors import AuditEventNotFound, InvalidCursor
 from aixiate_audit.models import AuditEvent
 from aixiate_audit.schemas import AuditEventQuery, AuditEventRead, AuditPage, VerifyResult
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 
 
-@router.get("/events", response_model=AuditPage, responses=problem_responses(InvalidCursor))
+@router.get(
+    "/events",
+    response_model=AuditPage,
+    responses=problem_responses(InvalidCursor, admin=True),
+)
 async def list_events(
     query: Annotated[AuditEventQuery, Query()], _admin: AdminPrincipal, session: SessionDep
 ) -> AuditPage:
@@ -32,7 +37,7 @@ async def list_events(
 @router.get(
     "/events/{event_id}",
     response_model=AuditEventRead,
-    responses=problem_responses(AuditEventNotFound),
+    responses=problem_responses(AuditEventNotFound, admin=True),
 )
 async def read_event(
     event_id: Annotated[UUID, Path(description="The event's id.")],
@@ -43,7 +48,11 @@ async def read_event(
     return await audit_service.get_event(session, event_id)
 
 
-@router.get("/verify", response_model=VerifyResult, responses=problem_responses())
+@router.get(
+    "/verify",
+    response_model=VerifyResult,
+    responses=problem_responses(admin=True, validation=False),
+)
 async def verify_chain(_admin: AdminPrincipal, session: SessionDep) -> VerifyResult:
     """Recomputes the tamper-evident chain from the oldest kept event on (role `admin`).
 

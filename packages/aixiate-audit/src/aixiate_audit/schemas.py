@@ -4,10 +4,9 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
+from aixiate_core.schemas import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 200
 EVENT_TYPE_PATTERN = r"^[a-z0-9_.]{1,100}(\.\*)?$"
 
 
@@ -30,11 +29,8 @@ class AuditEventRead(BaseModel):
     data: dict[str, Any]
 
 
-class AuditPage(BaseModel):
+class AuditPage(Page[AuditEventRead]):
     """One page, newest first; pass ``next_cursor`` back as ``cursor`` (``null``: last page)."""
-
-    items: list[AuditEventRead]
-    next_cursor: str | None
 
 
 def _aware(value: datetime | None) -> datetime | None:

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
+from aixiate_core.crypto import keyed_digest
 from aixiate_core.errors import ServiceUnavailable, is_connection_error
-from aixiate_core.ratelimit import keyed_digest
 from aixiate_core.store import KeyValueStore
 from aixiate_users.repository import normalize_email
 

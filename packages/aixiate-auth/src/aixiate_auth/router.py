@@ -6,17 +6,11 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from aixiate_core.db import SessionDep
-from aixiate_core.errors import RateLimited
+from aixiate_core.errors import RateLimited, problem_responses
 from aixiate_core.ratelimit import Throttle, rate_limit
 from aixiate_core.security import AdminPrincipal, CurrentPrincipal
 from aixiate_users.dependencies import TargetUser
-from aixiate_users.errors import (
-    InvalidActionToken,
-    InvalidPassword,
-    UserNotFound,
-    WeakPassword,
-    problem_responses,
-)
+from aixiate_users.errors import InvalidActionToken, InvalidPassword, UserNotFound, WeakPassword
 from aixiate_users.models import User
 from fastapi import APIRouter, Depends, Response, status
 from fastapi.security import OAuth2PasswordRequestForm

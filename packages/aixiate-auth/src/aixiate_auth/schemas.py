@@ -1,7 +1,7 @@
 """Request and response bodies of ``/auth``.
 
-Addresses, names, passwords, emailed tokens, the user view and the 202 body are the users
-package's, so the same input rules hold on every route: every password field takes up to
+Addresses, names, passwords, emailed tokens and the user view are the users package's,
+so the same input rules hold on every route: every password field takes up to
 ``MAX_PASSWORD_INPUT`` characters, and the password policy judges new passwords (a
 too-long one answers 422 ``weak_password`` with its reason).
 """
@@ -10,7 +10,8 @@ from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from aixiate_users.schemas import Accepted, Email, EmailedToken, FullName, Password, UserRead
+from aixiate_core.schemas import Accepted
+from aixiate_users.schemas import Email, EmailedToken, FullName, Password, UserRead
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [

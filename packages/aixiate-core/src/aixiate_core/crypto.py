@@ -1,8 +1,10 @@
-"""Secrets at rest: AES-256-GCM under keys derived from ``AIXIATE_SECRET_KEY``.
+"""Secrets at rest, and what is stored in place of tokens and identities.
 
-Each use gets its own key through HKDF with a purpose label, so a key derived for
-outbox messages can never open a signing key, and rotating the secret key is the one
-switch that retires them all.
+Encryption is AES-256-GCM under keys derived from ``AIXIATE_SECRET_KEY``. Each use gets
+its own key through HKDF with a purpose label, so a key derived for outbox messages can
+never open a signing key, and rotating the secret key is the one switch that retires
+them all. Tokens are stored as plain digests, identities (IPs, addresses) that key
+counters as digests keyed by the same secret.
 """
 
 import hashlib
@@ -58,3 +60,10 @@ def token_digest(token: str) -> str:
 
 def constant_time_equal(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
+
+
+def keyed_digest(secret: str, value: str) -> str:
+    """What keys hold instead of an IP or an address: an HMAC under the service's secret,
+    so a dump of Redis cannot be matched against a list of addresses."""
+    mac = hmac.new(secret.encode(), b"aixiate/identity\x00" + value.encode(), hashlib.sha256)
+    return mac.hexdigest()[:32]

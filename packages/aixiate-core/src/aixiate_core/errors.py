@@ -2,10 +2,13 @@
 
 Every error a client can see (domain errors, HTTP errors, validation errors, database and
 cache outages, and bugs) leaves through :func:`problem_response`, so the body shape and the
-``request_id`` are the same everywhere and nothing internal leaks.
+``request_id`` are the same everywhere and nothing internal leaks. Routes document theirs
+with :func:`problem_responses`, all pointing at one ``Problem`` schema in the OpenAPI
+document.
 """
 
 import sqlite3
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any, ClassVar
@@ -21,9 +24,12 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aixiate_core.context import current_request_id
+from aixiate_core.openapi import amend_openapi
+from aixiate_core.schemas import Problem
 
 PROBLEM_BASE = "https://aixiate.dev/problems/"
 PROBLEM_CONTENT_TYPE = "application/problem+json"
+PROBLEM_SCHEMA_NAME = "Problem"
 
 log = structlog.get_logger()
 
@@ -166,6 +172,51 @@ def problem_response(
     )
 
 
+_PROBLEM_REF = f"#/components/schemas/{PROBLEM_SCHEMA_NAME}"
+_VALIDATION = (422, "validation_error", "The request is not valid; `errors` lists each field.")
+_UNAUTHENTICATED = (401, "not_authenticated / invalid_token", "The bearer token is missing or bad.")
+_FORBIDDEN = (403, "forbidden", "The caller lacks the admin role.")
+
+
+def problem_responses(
+    *errors: type[AppError], auth: bool = True, admin: bool = False, validation: bool = True
+) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route: every problem it may answer, by status, as
+    ``application/problem+json``, so generated clients know the error shapes.
+
+    The schema is a reference, not a copy: :func:`install_error_handlers` puts the one
+    ``Problem`` component into the app's document. A ``"model"`` entry would register it
+    too, but FastAPI files a model under ``application/json``, which errors never are.
+    """
+    entries: list[tuple[int, str, str]] = [
+        (error.status_code, error.code, error.default_detail) for error in errors
+    ]
+    if auth:
+        entries.append(_UNAUTHENTICATED)
+    if admin:
+        entries.append(_FORBIDDEN)
+    if validation:
+        entries.append(_VALIDATION)
+    by_status: defaultdict[int, list[str]] = defaultdict(list)
+    for status, code, detail in entries:
+        line = f"`{code}`: {detail}"
+        if line not in by_status[status]:
+            by_status[status].append(line)
+    return {
+        status: {
+            "description": "\n\n".join(lines),
+            "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": _PROBLEM_REF}}},
+        }
+        for status, lines in sorted(by_status.items())
+    }
+
+
+def _document_problem(document: dict[str, Any]) -> None:
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    if PROBLEM_SCHEMA_NAME not in schemas:
+        schemas[PROBLEM_SCHEMA_NAME] = Problem.model_json_schema(mode="serialization")
+
+
 def _phrase(status: int) -> str:
     try:
         return HTTPStatus(status).phrase
@@ -297,6 +348,9 @@ async def _db_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    """Renders every error as a problem, and documents the body they render as the
+    ``Problem`` component that :func:`problem_responses` refers to."""
+    amend_openapi(app, _document_problem)
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
 from aixiate_core.db import ping as ping_database
-from aixiate_core.errors import problem_response
+from aixiate_core.errors import ServiceUnavailable, problem_response, problem_responses
 from aixiate_core.metrics import Metrics
 from aixiate_core.settings import Settings
 from aixiate_core.store import KeyValueStore
@@ -16,6 +16,13 @@ from aixiate_core.store import KeyValueStore
 log = structlog.get_logger()
 
 router = APIRouter(tags=["operations"])
+
+
+class NotReady(ServiceUnavailable):
+    # Documents the readiness 503; the route answers it itself, with each check's result.
+    code = "not_ready"
+    title = "Not ready"
+    default_detail = "The database or Redis is not answering."
 
 
 class Health(BaseModel):
@@ -32,7 +39,7 @@ async def live() -> Health:
 @router.get(
     "/health/ready",
     response_model=Health,
-    responses={503: {"description": "The database or Redis is not answering."}},
+    responses=problem_responses(NotReady, auth=False, validation=False),
 )
 async def ready(request: Request) -> Health | Response:
     """200 when the database (and Redis, when configured) answer within the timeout."""
@@ -51,8 +58,8 @@ async def ready(request: Request) -> Health | Response:
     return problem_response(
         request,
         status=503,
-        code="not_ready",
-        title="Not ready",
+        code=NotReady.code,
+        title=NotReady.title,
         detail=f"Not answering: {failing}.",
         headers={"Retry-After": "5"},
         extra={"checks": checks},

@@ -9,7 +9,9 @@ idempotency key, and retries transient failures with exponential backoff until a
 expires another run re-sends them with the same idempotency key, which the provider
 deduplicates, so nothing is lost and nothing is delivered twice.
 
-Bodies carry single-use links, so they are stored encrypted and wiped once sent.
+Bodies carry single-use links, so they are stored encrypted and wiped once sent. The
+templates they are rendered from belong to the packages that send them
+(:mod:`aixiate_core.email_templates`).
 """
 
 import asyncio
@@ -18,13 +20,11 @@ import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Annotated, Any
 from uuid import UUID, uuid4
 
 import structlog
 from fastapi import Depends, Request
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from sqlalchemy import LargeBinary, and_, delete, event, or_, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import Field, col, select
@@ -33,25 +33,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from aixiate_core.crypto import DecryptionError, SecretBox
 from aixiate_core.db import TableBase, UTCDateTime, utc_now
 from aixiate_core.email import EmailDeliveryError, EmailMessage, EmailSender
+from aixiate_core.email_templates import EmailTemplates
 from aixiate_core.events import DomainEvents, EmailDeliveryFailed
 from aixiate_core.settings import Settings
 
 log = structlog.get_logger()
-
-TEMPLATE_DIR = Path(__file__).parent / "templates" / "email"
-
-#: Subjects of the emails the packages send; bodies are ``<name>.txt.j2``/``<name>.html.j2``.
-SUBJECTS: dict[str, str] = {
-    "verify_email": "Confirm your email address for {product_name}",
-    "account_exists": "Someone tried to register with your email at {product_name}",
-    "email_change_confirm": "Confirm your new email address for {product_name}",
-    "email_change_notice": "Your {product_name} email address is being changed",
-    "email_change_taken": "Someone tried to move an account to your email at {product_name}",
-    "password_reset": "Reset your {product_name} password",
-    "password_changed": "Your {product_name} password was changed",
-    "session_reuse": "Security alert: your {product_name} session was ended",
-    "account_locked": "Your {product_name} account was locked",
-}
 
 
 class OutboxEmail(TableBase, table=True):
@@ -70,30 +56,16 @@ class OutboxEmail(TableBase, table=True):
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
-class EmailRenderer:
-    def __init__(self, settings: Settings) -> None:
-        self._env = Environment(
-            loader=FileSystemLoader(TEMPLATE_DIR),
-            autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
-            undefined=StrictUndefined,
-            keep_trailing_newline=True,
-        )
-        self._globals = {"product_name": settings.product_name, "public_url": settings.public_url}
-
-    def render(self, template: str, context: Mapping[str, Any]) -> tuple[str, str, str]:
-        """Subject, plain text and HTML. HTML autoescapes every value (names included)."""
-        values = {**self._globals, **context}
-        subject = SUBJECTS[template].format(product_name=self._globals["product_name"])
-        text = self._env.get_template(f"{template}.txt.j2").render(values)
-        html = self._env.get_template(f"{template}.html.j2").render(values)
-        return subject, text, html
-
-
 class Outbox:
-    """What request code uses: ``await outbox.enqueue(session, to=..., template=...)``."""
+    """What request code uses: ``await outbox.enqueue(session, to=..., template=...)``.
 
-    def __init__(self, settings: Settings) -> None:
-        self.renderer = EmailRenderer(settings)
+    Without ``templates`` it only opens what was queued, which is all the dispatcher (and
+    a test reading the queue) needs; opening takes the secret key alone.
+    """
+
+    def __init__(self, settings: Settings, templates: EmailTemplates | None = None) -> None:
+        self.templates = templates
+        self._globals = {"product_name": settings.product_name, "public_url": settings.public_url}
         self.box = SecretBox(settings.secret(), "email-outbox")
         self.public_url = settings.public_url
         self.wakeup = asyncio.Event()
@@ -110,7 +82,9 @@ class Outbox:
         template: str,
         context: Mapping[str, Any] | None = None,
     ) -> OutboxEmail:
-        subject, text, html = self.renderer.render(template, context or {})
+        if self.templates is None:
+            raise RuntimeError("this Outbox was built without email templates; it only opens")
+        subject, text, html = self.templates.render(template, {**self._globals, **(context or {})})
         payload = json.dumps({"to": to, "subject": subject, "text": text, "html": html})
         row = OutboxEmail(template=template, payload=self.box.seal(payload.encode()))
         session.add(row)

@@ -29,8 +29,6 @@ When the store does not answer, ``AIXIATE_RATE_LIMIT_FAIL_MODE`` decides (and
 reconnect by themselves, so limiting resumes when Redis is back.
 """
 
-import hashlib
-import hmac
 import ipaddress
 import math
 import time
@@ -53,6 +51,7 @@ from redis.asyncio import BlockingConnectionPool
 from redis.exceptions import RedisError
 
 from aixiate_core.context import current_request
+from aixiate_core.crypto import keyed_digest
 from aixiate_core.errors import RateLimited, ServiceUnavailable
 from aixiate_core.events import DomainEvents
 from aixiate_core.settings import FailMode, Settings
@@ -109,13 +108,6 @@ class Decision:
 
 
 ALLOWED = Decision(allowed=True)
-
-
-def keyed_digest(secret: str, value: str) -> str:
-    """What keys hold instead of an IP or an address: an HMAC under the service's secret,
-    so a dump of Redis cannot be matched against a list of addresses."""
-    mac = hmac.new(secret.encode(), b"aixiate/identity\x00" + value.encode(), hashlib.sha256)
-    return mac.hexdigest()[:32]
 
 
 def client_address(request: Request) -> str:

@@ -10,6 +10,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from aixiate_core.db import create_engine, create_sessionmaker
 from aixiate_core.email import EmailSender, create_email_sender
+from aixiate_core.email_templates import EmailTemplates
 from aixiate_core.events import DomainEvents
 from aixiate_core.housekeeping import Housekeeper, PurgeJob
 from aixiate_core.outbox import Outbox, OutboxDispatcher
@@ -31,7 +32,11 @@ class State(TypedDict):
 
 
 @asynccontextmanager
-async def open_resources(settings: Settings) -> AsyncIterator[State]:
+async def open_resources(
+    settings: Settings, *, emails: EmailTemplates | None = None
+) -> AsyncIterator[State]:
+    """``emails``: the templates of every email the app sends; processes that send none
+    (the worker only delivers what was queued) leave it out."""
     engine = create_engine(settings)
     store = create_store(settings)
     limiter = RateLimiter.from_settings(settings, store)
@@ -42,7 +47,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[State]:
             sessionmaker=create_sessionmaker(engine),
             store=store,
             email_sender=create_email_sender(settings),
-            outbox=Outbox(settings),
+            outbox=Outbox(settings, emails),
             limiter=limiter,
         )
     finally:

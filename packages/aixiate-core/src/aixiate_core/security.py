@@ -8,16 +8,16 @@ importing auth.
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Protocol
+from typing import Annotated, Any, Protocol
 from uuid import UUID
 
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.security import OAuth2PasswordBearer
 
 from aixiate_core.errors import Forbidden, NotAuthenticated
+from aixiate_core.openapi import amend_openapi
 
-#: Where Swagger UI's "Authorize" button posts the password form (API.md, POST /auth/token).
-TOKEN_URL = "/api/v1/auth/token"  # noqa: S105 - a path, not a secret
+SCHEME_NAME = "OAuth2PasswordBearer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,11 +47,15 @@ class BearerPrincipal(OAuth2PasswordBearer):
     ``OAuth2PasswordBearer`` does, while a request solves one dependency instead of two:
     every protected route pays for this. Only the ``Authorization`` header is read;
     tokens in query strings are ignored.
+
+    ``token_url`` is only what the OpenAPI document names by default: routes share one
+    instance made at import, before anyone knows where the token route is mounted, so
+    the app gives the real one with :func:`register_token_url`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, token_url: str = "token") -> None:  # noqa: S107 - a path, not a secret
         # auto_error=False: we raise our own 401 problem with the WWW-Authenticate header.
-        super().__init__(tokenUrl=TOKEN_URL, scheme_name="OAuth2PasswordBearer", auto_error=False)
+        super().__init__(tokenUrl=token_url, scheme_name=SCHEME_NAME, auto_error=False)
 
     async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
         token = await super().__call__(request)
@@ -67,6 +71,19 @@ class BearerPrincipal(OAuth2PasswordBearer):
 
 
 get_principal = BearerPrincipal()
+
+
+def register_token_url(app: FastAPI, token_url: str) -> None:
+    """Where Swagger UI's Authorize button posts the password form. The route that issues
+    tokens is auth's, and its path is decided by whoever mounts it, so the app says it."""
+
+    def amend(document: dict[str, Any]) -> None:
+        scheme = document.get("components", {}).get("securitySchemes", {}).get(SCHEME_NAME)
+        if scheme is not None:
+            scheme["flows"]["password"]["tokenUrl"] = token_url
+
+    amend_openapi(app, amend)
+
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 

@@ -1,12 +1,7 @@
 """Domain errors of the users package; core's handlers render them as RFC 9457 problems."""
 
-from collections import defaultdict
-from typing import Any
-
 from aixiate_core import pagination
-from aixiate_core.errors import PROBLEM_CONTENT_TYPE, AppError, BadRequest, Conflict, NotFound
-
-from aixiate_users.schemas import Problem
+from aixiate_core.errors import AppError, BadRequest, Conflict, NotFound
 
 
 class UserNotFound(NotFound):
@@ -69,38 +64,3 @@ class InvalidActionToken(BadRequest):
     code = "invalid_or_expired_token"
     title = "Invalid or expired link"
     default_detail = "The link is invalid, has expired or was already used; request a new one."
-
-
-_PROBLEM_SCHEMA = Problem.model_json_schema()
-
-_VALIDATION = (422, "validation_error", "The request is not valid; `errors` lists each field.")
-_UNAUTHENTICATED = (401, "not_authenticated / invalid_token", "The bearer token is missing or bad.")
-_FORBIDDEN = (403, "forbidden", "The caller lacks the admin role.")
-
-
-def problem_responses(
-    *errors: type[AppError], auth: bool = True, admin: bool = False, validation: bool = True
-) -> dict[int | str, dict[str, Any]]:
-    """``responses=`` for a route: every problem it may answer, by status, as
-    ``application/problem+json``, so generated clients know the error shapes."""
-    entries: list[tuple[int, str, str]] = [
-        (error.status_code, error.code, error.default_detail) for error in errors
-    ]
-    if auth:
-        entries.append(_UNAUTHENTICATED)
-    if admin:
-        entries.append(_FORBIDDEN)
-    if validation:
-        entries.append(_VALIDATION)
-    by_status: defaultdict[int, list[str]] = defaultdict(list)
-    for status, code, detail in entries:
-        line = f"`{code}`: {detail}"
-        if line not in by_status[status]:
-            by_status[status].append(line)
-    return {
-        status: {
-            "description": "\n\n".join(lines),
-            "content": {PROBLEM_CONTENT_TYPE: {"schema": _PROBLEM_SCHEMA}},
-        }
-        for status, lines in sorted(by_status.items())
-    }

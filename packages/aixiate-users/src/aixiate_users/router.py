@@ -7,8 +7,10 @@ from typing import Annotated
 from aixiate_audit import service as audit_service
 from aixiate_audit.schemas import AuditPage, PageQuery
 from aixiate_core.db import SessionDep, SessionMakerDep
+from aixiate_core.errors import problem_responses
 from aixiate_core.events import EventsDep
 from aixiate_core.outbox import OutboxDep
+from aixiate_core.schemas import Accepted, Page
 from aixiate_core.security import AdminPrincipal, CurrentPrincipal
 from fastapi import APIRouter, Query, Response, status
 
@@ -23,16 +25,13 @@ from aixiate_users.errors import (
     InvalidPassword,
     UserNotFound,
     WeakPassword,
-    problem_responses,
 )
 from aixiate_users.models import User
 from aixiate_users.schemas import (
-    Accepted,
     AdminUserCreate,
     AdminUserUpdate,
     EmailChangeConfirmation,
     EmailChangeRequest,
-    Page,
     PasswordConfirmation,
     UserListQuery,
     UserRead,

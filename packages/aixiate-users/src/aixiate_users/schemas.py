@@ -7,9 +7,10 @@ a boolean).
 
 import unicodedata
 from datetime import datetime
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, ClassVar
 from uuid import UUID
 
+from aixiate_core.schemas import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -27,8 +28,6 @@ ROLE_PATTERN = r"^[a-z][a-z0-9_:.-]{0,49}$"
 MAX_ROLES = 20
 MAX_NAME_LENGTH = 200
 MAX_EMAIL_LENGTH = 320
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 200
 
 # Bidirectional embeddings, overrides and isolates let a name display as something else
 # ("evil\u202egnp.exe"); no real name needs them. Joiners (U+200C/U+200D) stay allowed:
@@ -181,30 +180,3 @@ class UserListQuery(BaseModel):
             description="The next_cursor of the previous page; omit for the first page.",
         ),
     ] = None
-
-
-class Page[T](BaseModel):
-    """One page of a keyset-paginated list; pass ``next_cursor`` back for the next page,
-    ``null`` means this was the last one."""
-
-    items: list[T]
-    next_cursor: str | None
-
-
-class Accepted(BaseModel):
-    detail: str
-
-
-class Problem(BaseModel):
-    """RFC 9457 problem details, the body of every error response."""
-
-    type: str
-    title: str
-    status: int
-    detail: str
-    instance: str
-    code: str = Field(description="Stable snake_case machine code.")
-    request_id: str | None
-    errors: list[dict[str, Any]] | None = Field(
-        default=None, description="Validation errors only: loc, msg and type of each."
-    )

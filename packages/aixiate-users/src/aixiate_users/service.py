@@ -17,6 +17,7 @@ from aixiate_audit import service as audit_service
 from aixiate_core.db import end_read, utc_now
 from aixiate_core.events import DomainEvents
 from aixiate_core.outbox import Outbox
+from aixiate_core.schemas import Page
 from aixiate_core.security import Principal
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -39,7 +40,6 @@ from aixiate_users.schemas import (
     AdminUserCreate,
     AdminUserUpdate,
     EmailChangeRequest,
-    Page,
     PasswordConfirmation,
     UserListQuery,
     UserRead,

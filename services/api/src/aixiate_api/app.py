@@ -3,17 +3,21 @@
 from collections.abc import Sequence
 
 from aixiate_audit.router import router as audit_router
+from aixiate_auth import emails as auth_emails
 from aixiate_auth.router import admin_router as auth_admin_router
 from aixiate_auth.router import jwks_router
 from aixiate_auth.router import router as auth_router
 from aixiate_auth.settings import AuthSettings, get_auth_settings
 from aixiate_auth.state import auth_extension
 from aixiate_core.app import API_PREFIX, Extension, assemble
+from aixiate_core.email_templates import EmailTemplates
 from aixiate_core.events import DomainEvents
 from aixiate_core.health import router as operations_router
 from aixiate_core.logging import configure_logging
 from aixiate_core.ratelimit import global_rate_limit
+from aixiate_core.security import register_token_url
 from aixiate_core.settings import Settings, get_settings
+from aixiate_users import emails as users_emails
 from aixiate_users.router import confirm_email_router
 from aixiate_users.router import router as users_router
 from aixiate_users.settings import UsersSettings, get_users_settings
@@ -47,6 +51,7 @@ def create_app(
     users = UsersState.from_settings(users_settings or get_users_settings())
     app = assemble(
         settings,
+        emails=EmailTemplates(users_emails.EMAILS, auth_emails.EMAILS),
         extensions=[
             users_extension(users),
             auth_extension(auth_settings or get_auth_settings(), users, events),
@@ -59,6 +64,7 @@ def create_app(
         version="0.1.0",
         generate_unique_id_function=_operation_id,
     )
+    register_token_url(app, f"{API_PREFIX}/auth/token")
     # The ceiling per client IP covers the API and the JWKS, not health and metrics.
     api_limit = [Depends(global_rate_limit)] if settings.rate_limit_enabled else []
     # users first: GET /users/me is the hot read, routes are matched in order, and no

@@ -1,0 +1,18 @@
+"""The emails this package sends: subjects here, bodies in ``templates/email``.
+
+The app passes :data:`EMAILS` to core's ``EmailTemplates`` with the other packages' sets.
+"""
+
+from aixiate_core.email_templates import EmailTemplateSet, package_templates
+
+EMAILS: EmailTemplateSet = package_templates(
+    "aixiate_auth",
+    {
+        "verify_email": "Confirm your email address for {product_name}",
+        "account_exists": "Someone tried to register with your email at {product_name}",
+        "password_reset": "Reset your {product_name} password",
+        "password_changed": "Your {product_name} password was changed",
+        "session_reuse": "Security alert: your {product_name} session was ended",
+        "account_locked": "Your {product_name} account was locked",
+    },
+)

@@ -1,0 +1,40 @@
+"""Test helpers every package's tests share; the fixtures are in :mod:`.plugin`, which
+pytest loads through the ``aixiate`` entry point."""
+
+from aixiate_core.testing.db import (
+    create_database,
+    create_schema,
+    delete_prefixed,
+    drop_database,
+    postgres_server_url,
+    redis_server_url,
+    scratch_database,
+)
+from aixiate_core.testing.fakes import FakeResend, ResendCall
+from aixiate_core.testing.http import assert_problem, bearer, serve, serve_from
+from aixiate_core.testing.network import TcpProxy, free_port, target_of, url_through
+from aixiate_core.testing.plugin import RUN_ID, RUN_SECRET
+from aixiate_core.testing.principals import MintedTokens
+
+__all__ = [
+    "RUN_ID",
+    "RUN_SECRET",
+    "FakeResend",
+    "MintedTokens",
+    "ResendCall",
+    "TcpProxy",
+    "assert_problem",
+    "bearer",
+    "create_database",
+    "create_schema",
+    "delete_prefixed",
+    "drop_database",
+    "free_port",
+    "postgres_server_url",
+    "redis_server_url",
+    "scratch_database",
+    "serve",
+    "serve_from",
+    "target_of",
+    "url_through",
+]
