@@ -12,6 +12,7 @@ from typing import Any, cast
 
 from fastapi import FastAPI
 
+from aixiate_core.email_templates import EmailTemplates
 from aixiate_core.errors import install_error_handlers
 from aixiate_core.events import DomainEvents
 from aixiate_core.housekeeping import PurgeJob
@@ -41,6 +42,7 @@ def static_state(**entries: Any) -> Extension:
 def assemble(
     settings: Settings,
     *,
+    emails: EmailTemplates | None = None,
     extensions: Sequence[Extension] = (),
     events: DomainEvents | None = None,
     jobs: Mapping[str, PurgeJob] | None = None,
@@ -49,6 +51,7 @@ def assemble(
 ) -> FastAPI:
     """An app with core's lifespan, middleware, error handlers and metrics, and no routes.
 
+    ``emails`` are the templates of every email the app sends (None: it sends none).
     Extensions run in order at start-up, each seeing the entries of those before it, and
     are closed in reverse order at shutdown, after the background loops stopped. With
     ``background`` false, neither the outbox dispatcher nor housekeeping runs, whatever
@@ -58,7 +61,7 @@ def assemble(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[State]:
-        async with open_resources(settings) as state, AsyncExitStack() as stack:
+        async with open_resources(settings, emails=emails) as state, AsyncExitStack() as stack:
             entries = cast("dict[str, Any]", state)
             for extension in extensions:
                 entries.update(await stack.enter_async_context(extension(state)))
