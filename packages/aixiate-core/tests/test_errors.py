@@ -35,7 +35,7 @@ SECRET_INPUT = "hunter2-correct-horse"
 
 
 def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """The RFC 9457 shape of API.md, and the request id tying body and header together."""
+    """The RFC 9457 shape of every error, and the request id tying body and header together."""
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == PROBLEM_CONTENT_TYPE
     body: dict[str, Any] = response.json()

@@ -19,7 +19,7 @@ from fastapi import APIRouter, FastAPI
 
 type AppFactory = Callable[[Settings, APIRouter], FastAPI]
 
-# API.md promises a 503 within about the health timeout (1.5 s); the bound is loose on
+# The readiness check promises a 503 within about the health timeout (1.5 s); the bound is loose on
 # purpose so that a slow CI machine does not fail the test, only a hang does.
 GENEROUS_SECONDS = 5.0
 

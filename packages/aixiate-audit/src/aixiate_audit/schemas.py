@@ -11,7 +11,7 @@ EVENT_TYPE_PATTERN = r"^[a-z0-9_.]{1,100}(\.\*)?$"
 
 
 class AuditEventRead(BaseModel):
-    """One audit event (API.md, Audit)."""
+    """One audit event, as `/audit/events` returns it."""
 
     model_config = ConfigDict(from_attributes=True)
 

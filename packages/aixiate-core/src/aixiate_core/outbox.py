@@ -71,7 +71,7 @@ class Outbox:
         self.wakeup = asyncio.Event()
 
     def link(self, path: str, token: str) -> str:
-        """A front-end link carrying a token, as API.md prescribes."""
+        """A front-end link carrying a token (`{public_url}/{path}?token=...`)."""
         return f"{self.public_url}/{path}?token={token}"
 
     async def enqueue(

@@ -26,8 +26,9 @@ class UnsafeSettingsError(ValueError):
     """Raised when production is asked to run on a setting that is unsafe there."""
 
 
-#: Every package's settings class uses this: one prefix (API.md names the variables
-#: AIXIATE_*, whichever package reads them), one .env file.
+#: Every package's settings class uses this: one prefix (the documented variables are all
+#: AIXIATE_*, whichever package reads them), one .env file. Each variable is parsed by
+#: exactly one class.
 SETTINGS_CONFIG = SettingsConfigDict(
     env_prefix="AIXIATE_",
     env_file=".env",
