@@ -633,13 +633,15 @@ class TestDelivery:
     async def test_verification_email_is_delivered_and_its_link_works(
         self,
         make_app: AppFactory,
-        app_settings: Settings,
+        own_settings: Settings,
         auth_settings: AuthSettings,
         passwords: Passwords,
         fake_resend: FakeResend,
         new_email: EmailFactory,
     ) -> None:
-        settings = app_settings.model_copy(
+        # A database of its own: the dispatcher sends every pending message, and the
+        # run's shared outbox holds whatever earlier tests queued.
+        settings = own_settings.model_copy(
             update={
                 "outbox_dispatcher_enabled": True,
                 "outbox_poll_seconds": 0.05,
