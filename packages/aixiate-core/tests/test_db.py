@@ -8,7 +8,14 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
-from aixiate_core.db import SessionDep, UTCDateTime, create_engine
+from aixiate_core.db import (
+    SessionDep,
+    UTCDateTime,
+    create_engine,
+    create_sessionmaker,
+    end_read,
+    own_transaction,
+)
 from aixiate_core.errors import Conflict
 from aixiate_core.settings import Settings
 from aixiate_core.testing import postgres_server_url, serve
@@ -29,6 +36,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import Field as SQLField
+from sqlmodel import SQLModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 type AppFactory = Callable[[Settings, APIRouter], FastAPI]
@@ -415,3 +424,78 @@ class TestSQLiteContention:
         assert response.json()["code"] == "service_unavailable"
         assert response.headers["retry-after"] == "5"
         assert stored == 0
+
+
+class TestSideTransactions:
+    async def test_end_read_releases_sqlites_write_lock(self, tmp_path: Path) -> None:
+        # On SQLite every transaction begins IMMEDIATE, so a read holds the write lock
+        # until it ends: end_read is what lets another writer in before slow work.
+        settings = Settings(
+            _env_file=None,
+            env="test",
+            database_url=f"sqlite+aiosqlite:///{tmp_path}/read.db",
+            database_pool_timeout_seconds=0.2,
+        )
+        metadata = MetaData()
+        notes = Table("note", metadata, Column("id", Integer, primary_key=True))
+        engine = create_engine(settings)
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(metadata.create_all)
+            async with create_sessionmaker(engine)() as reader:
+                await (await reader.connection()).execute(select(func.count()).select_from(notes))
+
+                await end_read(reader)
+
+                async with engine.begin() as writer:  # would wait past the busy timeout
+                    await writer.execute(insert(notes))
+        finally:
+            await engine.dispose()
+
+    async def test_end_read_refuses_a_session_with_pending_changes(
+        self, engine: AsyncEngine, tables: Tables
+    ) -> None:
+        async with create_sessionmaker(engine)() as session:
+            session.add(Note(text="pending"))
+
+            with pytest.raises(RuntimeError, match="pending changes"):
+                await end_read(session)
+
+    async def test_own_transaction_commits_though_the_request_rolls_back(
+        self, engine: AsyncEngine, tables: Tables
+    ) -> None:
+        # The order a failing request follows: its own work rolls back first (on SQLite
+        # both would wait on the one write lock), then the side transaction commits.
+        sessionmaker = create_sessionmaker(engine)
+        async with sessionmaker() as request:
+            await (await request.connection()).execute(insert(tables.notes).values(text="no"))
+            await request.rollback()
+
+            async with own_transaction(sessionmaker) as own:
+                await (await own.connection()).execute(insert(tables.notes).values(text="kept"))
+
+        async with engine.connect() as conn:
+            texts = (await conn.execute(select(tables.notes.c.text))).scalars().all()
+        assert texts == ["kept"]
+
+    async def test_own_transaction_rolls_back_on_error(
+        self, engine: AsyncEngine, tables: Tables
+    ) -> None:
+        async def fail_after_writing() -> None:
+            async with own_transaction(create_sessionmaker(engine)) as own:
+                await (await own.connection()).execute(insert(tables.notes).values(text="lost"))
+                raise Conflict()
+
+        with pytest.raises(Conflict):
+            await fail_after_writing()
+
+        assert await count(engine, tables.notes) == 0
+
+
+class Note(SQLModel, table=True):
+    """A mapped row, for a session with pending ORM changes."""
+
+    __tablename__ = "test_db_pending_note"
+
+    id: int | None = SQLField(default=None, primary_key=True)
+    text: str
