@@ -55,6 +55,16 @@ class TestSettingsErrors:
 
 
 class TestDatabaseCommands:
+    def test_check_on_a_database_behind_head_says_what_to_do(self, tmp_path: Path) -> None:
+        result = _run(tmp_path, "db", "check")
+
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines()[-1] == (
+            "aixiate: cannot check the schema: Target database is not up to date. "
+            "Run 'aixiate db upgrade' first."
+        )
+        assert "Traceback" not in result.stderr
+
     def test_upgrade_then_check_on_an_empty_database(self, tmp_path: Path) -> None:
         upgraded = _run(tmp_path, "db", "upgrade")
         checked = _run(tmp_path, "db", "check")
