@@ -1,11 +1,13 @@
 """Test helpers every package's tests share; the fixtures are in :mod:`.plugin`, which
 pytest loads through the ``aixiate`` entry point."""
 
+from aixiate_core.testing.clock import FakeClock
 from aixiate_core.testing.db import (
     create_database,
     create_schema,
     delete_prefixed,
     drop_database,
+    forget_prefixed,
     postgres_server_url,
     redis_server_url,
     scratch_database,
@@ -19,6 +21,7 @@ from aixiate_core.testing.principals import MintedTokens
 __all__ = [
     "RUN_ID",
     "RUN_SECRET",
+    "FakeClock",
     "FakeResend",
     "MintedTokens",
     "ResendCall",
@@ -29,6 +32,7 @@ __all__ = [
     "create_schema",
     "delete_prefixed",
     "drop_database",
+    "forget_prefixed",
     "free_port",
     "postgres_server_url",
     "redis_server_url",

@@ -90,3 +90,15 @@ async def delete_prefixed(client: Redis, prefix: str) -> None:
     keys = [key async for key in client.scan_iter(match=prefix + "*", count=500)]
     if keys:
         await client.delete(*keys)
+
+
+async def forget_prefixed(redis_url: str | None, prefix: str) -> None:
+    """Deletes the keys under ``prefix`` on the Redis at ``redis_url`` (None: nothing to do),
+    with a client of its own: the apps that wrote them may be gone."""
+    if redis_url is None:
+        return
+    client = Redis.from_url(redis_url)
+    try:
+        await delete_prefixed(client, prefix)
+    finally:
+        await client.aclose()

@@ -27,6 +27,7 @@ from aixiate_core.testing.db import (
     create_schema,
     delete_prefixed,
     drop_database,
+    forget_prefixed,
     postgres_server_url,
     redis_server_url,
 )
@@ -135,6 +136,15 @@ async def store(settings: Settings) -> AsyncIterator[KeyValueStore]:
     yield redis_store
     await delete_prefixed(redis_store.client, settings.redis_key_prefix)
     await redis_store.close()
+
+
+@pytest.fixture
+async def forget_redis(settings: Settings) -> AsyncIterator[None]:
+    """Deletes the keys the test's apps left in Redis under its prefix (rate-limit counters,
+    lockout state) after the test; a module of such tests uses it throughout with
+    ``pytestmark = pytest.mark.usefixtures("forget_redis")``."""
+    yield
+    await forget_prefixed(settings.redis_url, settings.redis_key_prefix)
 
 
 @pytest.fixture(name="free_port")
