@@ -13,6 +13,7 @@ from aixiate_core.errors import PROBLEM_CONTENT_TYPE
 from aixiate_core.events import DomainEvents
 from aixiate_core.ratelimit import (
     GLOBAL,
+    Decision,
     LimiterDep,
     RateLimiter,
     RateLimitExceeded,
@@ -25,7 +26,6 @@ from aixiate_core.settings import Settings
 from aixiate_core.store import MemoryStore
 from aixiate_core.testing import (
     TcpProxy,
-    delete_prefixed,
     redis_server_url,
     serve,
     serve_from,
@@ -35,7 +35,6 @@ from aixiate_core.testing import (
 from fastapi import APIRouter, Depends, FastAPI
 from limits.aio.storage import MemoryStorage
 from pydantic import ValidationError
-from redis.asyncio import Redis
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import Request
 
@@ -45,16 +44,8 @@ PEER = "203.0.113.7"  # the address serve() connects from
 DEAD_REDIS = "redis://127.0.0.1:9/0"  # the discard port: nothing listens there
 
 
-@pytest.fixture(autouse=True)
-async def forget_counters(settings: Settings) -> AsyncIterator[None]:
-    """Counters live in the shared Redis under the test's prefix; remove them after."""
-    yield
-    if settings.redis_url:
-        client = Redis.from_url(settings.redis_url)
-        try:
-            await delete_prefixed(client, settings.redis_key_prefix)
-        finally:
-            await client.aclose()
+# Counters live in the shared Redis under the test's prefix.
+pytestmark = pytest.mark.usefixtures("forget_redis")
 
 
 def limited(settings: Settings, **overrides: Any) -> Settings:
@@ -134,6 +125,16 @@ async def limiter(settings: Settings) -> AsyncIterator[RateLimiter]:
     await built.close()
 
 
+async def login_hits(settings: Settings, count: int) -> list[Decision]:
+    """``count`` logins from one address on a limiter of its own, forgotten afterwards."""
+    limiter = RateLimiter.from_settings(settings, MemoryStore())
+    try:
+        return [await limiter.hit("login", "ip", PEER) for _ in range(count)]
+    finally:
+        await limiter.storage.reset()
+        await limiter.close()
+
+
 class TestLimiter:
     async def test_allows_the_budget_then_refuses(self, limiter: RateLimiter) -> None:
         decisions = [await limiter.hit("login", "ip", PEER) for _ in range(4)]
@@ -159,12 +160,8 @@ class TestLimiter:
 
     async def test_several_limits_under_one_name_all_apply(self, settings: Settings) -> None:
         both = limited(settings, rate_limit_login_per_ip="5/minute;2/hour")
-        limiter = RateLimiter.from_settings(both, MemoryStore())
-        try:
-            decisions = [await limiter.hit("login", "ip", PEER) for _ in range(3)]
-        finally:
-            await limiter.storage.reset()
-            await limiter.close()
+
+        decisions = await login_hits(both, 3)
 
         assert [d.allowed for d in decisions] == [True, True, False]
         assert decisions[-1].usage is not None
@@ -177,22 +174,15 @@ class TestLimiter:
 
     async def test_disabled_allows_everything(self, settings: Settings) -> None:
         off = limited(settings, rate_limit_enabled=False)
-        limiter = RateLimiter.from_settings(off, MemoryStore())
-        try:
-            decisions = [await limiter.hit("login", "ip", PEER) for _ in range(10)]
-        finally:
-            await limiter.close()
+
+        decisions = await login_hits(off, 10)
 
         assert all(d.allowed for d in decisions)
 
     async def test_moving_window_strategy(self, settings: Settings) -> None:
         moving = limited(settings, rate_limit_strategy="moving-window")
-        limiter = RateLimiter.from_settings(moving, MemoryStore())
-        try:
-            decisions = [await limiter.hit("login", "ip", PEER) for _ in range(4)]
-        finally:
-            await limiter.storage.reset()
-            await limiter.close()
+
+        decisions = await login_hits(moving, 4)
 
         assert [d.allowed for d in decisions] == [True, True, True, False]
 
