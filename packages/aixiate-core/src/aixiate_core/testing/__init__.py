@@ -14,7 +14,7 @@ from aixiate_core.testing.db import (
 )
 from aixiate_core.testing.fakes import FakeResend, ResendCall
 from aixiate_core.testing.http import assert_problem, bearer, serve, serve_from
-from aixiate_core.testing.network import TcpProxy, free_port, target_of, url_through
+from aixiate_core.testing.network import TcpProxy, free_port, proxied, target_of, url_through
 from aixiate_core.testing.plugin import RUN_ID, RUN_SECRET
 from aixiate_core.testing.principals import MintedTokens
 
@@ -35,6 +35,7 @@ __all__ = [
     "forget_prefixed",
     "free_port",
     "postgres_server_url",
+    "proxied",
     "redis_server_url",
     "scratch_database",
     "serve",
