@@ -3,7 +3,6 @@ headers, client IPs, sampled reporting, and what happens when Redis goes away.""
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import httpx
@@ -24,14 +23,7 @@ from aixiate_core.ratelimit import (
 )
 from aixiate_core.settings import Settings
 from aixiate_core.store import MemoryStore
-from aixiate_core.testing import (
-    TcpProxy,
-    redis_server_url,
-    serve,
-    serve_from,
-    target_of,
-    url_through,
-)
+from aixiate_core.testing import proxied, redis_server_url, serve, serve_from
 from fastapi import APIRouter, Depends, FastAPI
 from limits.aio.storage import MemoryStorage
 from pydantic import ValidationError
@@ -318,22 +310,28 @@ class TestRoutes:
         assert answers == [200] * 10
 
 
+async def forwarded_logins(
+    client: httpx.AsyncClient, count: int, forwarded_for: Callable[[int], str]
+) -> list[int]:
+    """The statuses of ``count`` logins of different users, the n-th one with
+    ``X-Forwarded-For: forwarded_for(n)``."""
+    return [
+        (
+            await login(
+                client, f"user{n}@example.com", headers={"X-Forwarded-For": forwarded_for(n)}
+            )
+        ).status_code
+        for n in range(count)
+    ]
+
+
 class TestClientIp:
     async def test_spoofed_forwarded_for_from_an_untrusted_peer_changes_nothing(
         self, make_app: AppFactory, settings: Settings
     ) -> None:
         trusting = limited(settings, trusted_proxies=["10.0.0.0/8"])
         async with serve(make_app(trusting, limited_routes())) as client:
-            answers = [
-                (
-                    await login(
-                        client,
-                        f"user{n}@example.com",
-                        headers={"X-Forwarded-For": f"198.51.100.{n}, 10.0.0.{n}"},
-                    )
-                ).status_code
-                for n in range(5)
-            ]
+            answers = await forwarded_logins(client, 5, lambda n: f"198.51.100.{n}, 10.0.0.{n}")
 
         assert answers == [200, 200, 200, 429, 429]
 
@@ -343,16 +341,7 @@ class TestClientIp:
         trusting = limited(settings, trusted_proxies=["10.0.0.0/8"])
         app = make_app(trusting, limited_routes())
         async with serve_from(app, "10.0.0.5") as (proxy,):
-            answers = [
-                (
-                    await login(
-                        proxy,
-                        f"user{n}@example.com",
-                        headers={"X-Forwarded-For": f"198.51.100.{n % 2}"},
-                    )
-                ).status_code
-                for n in range(8)
-            ]
+            answers = await forwarded_logins(proxy, 8, lambda n: f"198.51.100.{n % 2}")
 
         # Two clients behind the proxy, three each: the fourth of each is refused.
         assert answers == [200] * 6 + [429] * 2
@@ -384,18 +373,6 @@ class TestReporting:
 
 
 # --- Redis going away ----------------------------------------------------------------------
-
-
-@asynccontextmanager
-async def redis_behind_proxy() -> AsyncIterator[tuple[TcpProxy, str]]:
-    redis_url = redis_server_url()
-    assert redis_url is not None
-    proxy = TcpProxy(*target_of(redis_url, 6379))
-    await proxy.start()
-    try:
-        yield proxy, url_through(redis_url, proxy)
-    finally:
-        await proxy.stop()
 
 
 class TestStoreOutage:
@@ -431,7 +408,9 @@ class TestStoreOutage:
     async def test_cut_and_restored_redis(
         self, make_app: AppFactory, settings: Settings, mode: str, status: int
     ) -> None:
-        async with redis_behind_proxy() as (proxy, url):
+        redis_url = redis_server_url()
+        assert redis_url is not None
+        async with proxied(redis_url, 6379) as (proxy, url):
             through = limited(settings, redis_url=url, rate_limit_fail_mode=mode)
             async with serve(make_app(through, limited_routes())) as client:
                 before = [(await client.post("/token")).status_code for _ in range(2)]
