@@ -3,6 +3,7 @@ pytest loads through the ``aixiate`` entry point."""
 
 from aixiate_core.testing.clock import FakeClock
 from aixiate_core.testing.db import (
+    Sessions,
     create_database,
     create_schema,
     delete_prefixed,
@@ -25,6 +26,7 @@ __all__ = [
     "FakeResend",
     "MintedTokens",
     "ResendCall",
+    "Sessions",
     "TcpProxy",
     "assert_problem",
     "bearer",

@@ -17,8 +17,12 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 from sqlalchemy import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlmodel import SQLModel
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+#: What a test opens its own sessions on the app's database with (the ``db`` fixtures).
+type Sessions = async_sessionmaker[AsyncSession]
 
 
 def postgres_server_url() -> str | None:

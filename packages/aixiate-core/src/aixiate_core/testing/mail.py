@@ -35,6 +35,14 @@ class Mail:
     message: EmailMessage
 
     @property
+    def text(self) -> str:
+        return self.message.text
+
+    @property
+    def html(self) -> str:
+        return self.message.html
+
+    @property
     def token(self) -> str:
         """The token of the link in the message."""
         return link_token(self.message.text)
