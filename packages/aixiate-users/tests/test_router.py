@@ -1,21 +1,22 @@
 import json
 import uuid
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 from uuid import UUID, uuid4
 
 import httpx
 import pytest
 from aixiate_audit.models import AuditEvent
+from aixiate_core import testing
 from aixiate_core.db import create_sessionmaker
-from aixiate_core.email import EmailMessage
-from aixiate_core.errors import PROBLEM_CONTENT_TYPE
 from aixiate_core.testing import serve
+from aixiate_core.testing.mail import Mailbox, link_token
 from aixiate_users.events import UserDeactivated, UserDeleted, UserRolesChanged
 from aixiate_users.models import User
 from aixiate_users.passwords import Passwords
 from aixiate_users.repository import UserRepository
-from aixiate_users.testing import create_user
+from aixiate_users.testing import PASSWORD, create_user, create_user_with_password
 from fastapi import FastAPI
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -23,10 +24,10 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 type Login = Callable[[User], dict[str, str]]
-type Mailbox = Callable[[], Awaitable[list[EmailMessage]]]
+type Account = Callable[..., Awaitable[User]]
 
 USERS = "/api/v1/users"
-PASSWORD = "correct horse battery staple"
+CONFIRM = "/api/v1/auth/confirm-email"
 USER_KEYS = {
     "id",
     "email",
@@ -52,11 +53,8 @@ SELF_ROUTES = [("GET", "/me"), ("PATCH", "/me"), ("POST", "/me/email"), ("DELETE
 
 
 def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM_CONTENT_TYPE
-    body: dict[str, Any] = response.json()
-    assert (body["status"], body["code"]) == (status, code)
-    assert body["request_id"] == response.headers["x-request-id"]
+    """Core's problem checks, and the path the problem is about."""
+    body = testing.assert_problem(response, status, code)
     assert body["instance"] == response.request.url.path
     return body
 
@@ -65,8 +63,24 @@ def error_locs(body: dict[str, Any]) -> set[tuple[Any, ...]]:
     return {tuple(err["loc"]) for err in body["errors"]}
 
 
-async def user_with_password(session: AsyncSession, passwords: Passwords, **overrides: Any) -> User:
-    return await create_user(session, password_hash=await passwords.hash(PASSWORD), **overrides)
+@pytest.fixture
+def account(session: AsyncSession, passwords: Passwords) -> Account:
+    """``account(**columns)``: a user whose password is ``PASSWORD``."""
+    return partial(create_user_with_password, session, passwords)
+
+
+@pytest.fixture
+async def admin(session: AsyncSession) -> User:
+    return await create_user(session, roles=["admin"])
+
+
+async def change_email(
+    client: httpx.AsyncClient, headers: dict[str, str], new_email: str, password: str = PASSWORD
+) -> httpx.Response:
+    """Asks for the account's address to become ``new_email``."""
+    return await client.post(
+        f"{USERS}/me/email", json={"new_email": new_email, "password": password}, headers=headers
+    )
 
 
 async def audit_events(session: AsyncSession, event_type: str) -> list[AuditEvent]:
@@ -85,9 +99,10 @@ def assert_refusal(
     assert event.target_type == ("user" if user_id else None)
 
 
-def link_token(message: EmailMessage) -> str:
-    link = next(word for word in message.text.split() if "token=" in word)
-    return link.split("token=", 1)[1]
+async def delete_me(
+    client: httpx.AsyncClient, headers: dict[str, str], body: dict[str, Any] | None
+) -> httpx.Response:
+    return await client.request("DELETE", f"{USERS}/me", json=body, headers=headers)
 
 
 class TestAuthentication:
@@ -303,35 +318,29 @@ class TestEmailChange:
     async def test_full_flow(
         self,
         client: httpx.AsyncClient,
-        session: AsyncSession,
-        passwords: Passwords,
+        account: Account,
         login: Login,
         mailbox: Mailbox,
         published: list[object],
     ) -> None:
-        user = await user_with_password(session, passwords, email="old@example.com")
-        headers = login(user)
+        headers = login(await account(email="old@example.com"))
 
-        response = await client.post(
-            f"{USERS}/me/email",
-            json={"new_email": "New@Example.com", "password": PASSWORD},
-            headers=headers,
-        )
+        response = await change_email(client, headers, "New@Example.com")
 
         assert response.status_code == 202, response.text
         assert set(response.json()) == {"detail"}
-        messages = {message.to: message for message in await mailbox()}
+        messages = {message.to: message for message in await mailbox.messages()}
         assert set(messages) == {"new@example.com", "old@example.com"}
         assert "n***@e***.com" in messages["old@example.com"].html
         assert (await client.get(f"{USERS}/me", headers=headers)).json()["email"] == (
             "old@example.com"
         )
 
-        token = link_token(messages["new@example.com"])
+        token = link_token(messages["new@example.com"].text)
         assert f'href="https://app.example.com/confirm-email?token={token}"' in (
             messages["new@example.com"].html
         )
-        confirmed = await client.post("/api/v1/auth/confirm-email", json={"token": token})
+        confirmed = await client.post(CONFIRM, json={"token": token})
 
         assert confirmed.status_code == 200, confirmed.text
         assert confirmed.json()["email"] == "new@example.com"
@@ -340,34 +349,26 @@ class TestEmailChange:
         me = await client.get(f"{USERS}/me", headers=headers)
         assert me.json()["email"] == "new@example.com"
         assert [type(event).__name__ for event in published] == ["UserEmailChanged"]
-        again = await client.post("/api/v1/auth/confirm-email", json={"token": token})
+        again = await client.post(CONFIRM, json={"token": token})
         assert_problem(again, 400, "invalid_or_expired_token")
 
     async def test_taken_address_answers_the_same_and_warns_its_owner(
         self,
         client: httpx.AsyncClient,
         session: AsyncSession,
-        passwords: Passwords,
+        account: Account,
         login: Login,
         mailbox: Mailbox,
     ) -> None:
-        user = await user_with_password(session, passwords, email="asker@example.com")
-        free_user = await user_with_password(session, passwords, email="other@example.com")
+        user = await account(email="asker@example.com")
+        free_user = await account(email="other@example.com")
         await create_user(session, email="owner@example.com", full_name="<b>Owner</b>")
 
-        taken = await client.post(
-            f"{USERS}/me/email",
-            json={"new_email": "owner@example.com", "password": PASSWORD},
-            headers=login(user),
-        )
-        free = await client.post(
-            f"{USERS}/me/email",
-            json={"new_email": "free@example.com", "password": PASSWORD},
-            headers=login(free_user),
-        )
+        taken = await change_email(client, login(user), "owner@example.com")
+        free = await change_email(client, login(free_user), "free@example.com")
 
         assert (taken.status_code, taken.json()) == (free.status_code, free.json())
-        messages = await mailbox()
+        messages = await mailbox.messages()
         [notice] = [m for m in messages if m.to == "owner@example.com"]
         assert notice.tags == {"template": "email_change_taken"}
         assert "token=" not in notice.text
@@ -378,24 +379,15 @@ class TestEmailChange:
         assert asker_notice.tags == {"template": "email_change_notice"}
 
     async def test_names_are_escaped_in_the_html_email(
-        self,
-        client: httpx.AsyncClient,
-        session: AsyncSession,
-        passwords: Passwords,
-        login: Login,
-        mailbox: Mailbox,
+        self, client: httpx.AsyncClient, account: Account, login: Login, mailbox: Mailbox
     ) -> None:
         name = "<img src=x onerror=alert(1)>"
-        user = await user_with_password(session, passwords, full_name=name)
+        user = await account(full_name=name)
 
-        response = await client.post(
-            f"{USERS}/me/email",
-            json={"new_email": "escaped@example.com", "password": PASSWORD},
-            headers=login(user),
-        )
+        response = await change_email(client, login(user), "escaped@example.com")
 
         assert response.status_code == 202
-        for message in await mailbox():
+        for message in await mailbox.messages():
             assert name not in message.html
             assert "&lt;img src=x onerror=alert(1)&gt;" in message.html
             assert name in message.text
@@ -404,40 +396,28 @@ class TestEmailChange:
         self,
         client: httpx.AsyncClient,
         session: AsyncSession,
-        passwords: Passwords,
+        account: Account,
         login: Login,
         mailbox: Mailbox,
     ) -> None:
-        user = await user_with_password(session, passwords)
+        user = await account()
         user_id = user.id
 
-        response = await client.post(
-            f"{USERS}/me/email",
-            json={"new_email": "new@example.com", "password": "wrong password!"},
-            headers=login(user),
-        )
+        response = await change_email(client, login(user), "new@example.com", "wrong password!")
 
         assert_problem(response, 403, "invalid_password")
-        assert await mailbox() == []
+        assert await mailbox.messages() == []
         # Committed on its own: it outlives the request's rollback.
         [event] = await audit_events(session, "user.email.change_request.failed")
         assert_refusal(event, response, user_id, "bad_password")
         assert "wrong password!" not in json.dumps(event.data)
 
     async def test_current_address_is_400(
-        self,
-        client: httpx.AsyncClient,
-        session: AsyncSession,
-        passwords: Passwords,
-        login: Login,
+        self, client: httpx.AsyncClient, account: Account, login: Login
     ) -> None:
-        user = await user_with_password(session, passwords, email="same@example.com")
+        user = await account(email="same@example.com")
 
-        response = await client.post(
-            f"{USERS}/me/email",
-            json={"new_email": "SAME@example.com", "password": PASSWORD},
-            headers=login(user),
-        )
+        response = await change_email(client, login(user), "SAME@example.com")
 
         assert_problem(response, 400, "email_unchanged")
 
@@ -487,11 +467,7 @@ class TestEmailChange:
         user = await create_user(session)
         secret = "s3cret-" * 150  # over the 1024-character input cap
 
-        response = await client.post(
-            f"{USERS}/me/email",
-            json={"new_email": "new@example.com", "password": secret},
-            headers=login(user),
-        )
+        response = await change_email(client, login(user), "new@example.com", secret)
 
         assert_problem(response, 422, "validation_error")
         assert secret not in response.text
@@ -499,7 +475,7 @@ class TestEmailChange:
     async def test_unknown_token_is_400(
         self, client: httpx.AsyncClient, session: AsyncSession
     ) -> None:
-        response = await client.post("/api/v1/auth/confirm-email", json={"token": "nope"})
+        response = await client.post(CONFIRM, json={"token": "nope"})
 
         assert_problem(response, 400, "invalid_or_expired_token")
         [event] = await audit_events(session, "user.email.change.failed")
@@ -509,23 +485,19 @@ class TestEmailChange:
         self,
         client: httpx.AsyncClient,
         session: AsyncSession,
-        passwords: Passwords,
+        account: Account,
         login: Login,
         mailbox: Mailbox,
     ) -> None:
-        user = await user_with_password(session, passwords)
+        user = await account()
         user_id = user.id
-        await client.post(
-            f"{USERS}/me/email",
-            json={"new_email": "twice@example.com", "password": PASSWORD},
-            headers=login(user),
-        )
-        [confirm] = [m for m in await mailbox() if m.to == "twice@example.com"]
-        token = link_token(confirm)
-        assert (await client.post("/api/v1/auth/confirm-email", json={"token": token})).is_success
-        unknown = await client.post("/api/v1/auth/confirm-email", json={"token": "nope"})
+        await change_email(client, login(user), "twice@example.com")
+        (confirm,) = await mailbox.to("twice@example.com")
+        token = confirm.token
+        assert (await client.post(CONFIRM, json={"token": token})).is_success
+        unknown = await client.post(CONFIRM, json={"token": "nope"})
 
-        again = await client.post("/api/v1/auth/confirm-email", json={"token": token})
+        again = await client.post(CONFIRM, json={"token": token})
 
         # The same answer as for a token that never existed.
         assert_problem(again, 400, "invalid_or_expired_token")
@@ -542,22 +514,17 @@ class TestEmailChange:
         self,
         client: httpx.AsyncClient,
         session: AsyncSession,
-        passwords: Passwords,
+        account: Account,
         login: Login,
         mailbox: Mailbox,
     ) -> None:
-        user = await user_with_password(session, passwords, email="slow@example.com")
-        await client.post(
-            f"{USERS}/me/email",
-            json={"new_email": "contested@example.com", "password": PASSWORD},
-            headers=login(user),
-        )
-        [confirm] = [m for m in await mailbox() if m.to == "contested@example.com"]
+        user = await account(email="slow@example.com")
+        await change_email(client, login(user), "contested@example.com")
+        (confirm,) = await mailbox.to("contested@example.com")
+        token = confirm.token
         await create_user(session, email="contested@example.com")
 
-        response = await client.post(
-            "/api/v1/auth/confirm-email", json={"token": link_token(confirm)}
-        )
+        response = await client.post(CONFIRM, json={"token": token})
 
         assert_problem(response, 409, "email_taken")
         await session.refresh(user)
@@ -569,17 +536,15 @@ class TestDeleteMe:
         self,
         client: httpx.AsyncClient,
         session: AsyncSession,
-        passwords: Passwords,
+        account: Account,
         login: Login,
         published: list[object],
     ) -> None:
-        user = await user_with_password(session, passwords)
+        user = await account()
         user_id = user.id
         headers = login(user)
 
-        response = await client.request(
-            "DELETE", f"{USERS}/me", json={"password": PASSWORD}, headers=headers
-        )
+        response = await delete_me(client, headers, {"password": PASSWORD})
 
         assert response.status_code == 204, response.text
         assert response.content == b""
@@ -596,16 +561,14 @@ class TestDeleteMe:
         self,
         client: httpx.AsyncClient,
         session: AsyncSession,
-        passwords: Passwords,
+        account: Account,
         login: Login,
         published: list[object],
     ) -> None:
-        user = await user_with_password(session, passwords)
+        user = await account()
         user_id = user.id
 
-        response = await client.request(
-            "DELETE", f"{USERS}/me", json={"password": "guess guess guess"}, headers=login(user)
-        )
+        response = await delete_me(client, login(user), {"password": "guess guess guess"})
 
         assert_problem(response, 403, "invalid_password")
         assert published == []
@@ -621,13 +584,13 @@ class TestDeleteMe:
         self,
         client: httpx.AsyncClient,
         session: AsyncSession,
-        passwords: Passwords,
+        account: Account,
         login: Login,
         body: dict[str, Any] | None,
     ) -> None:
-        user = await user_with_password(session, passwords)
+        user = await account()
 
-        response = await client.request("DELETE", f"{USERS}/me", json=body, headers=login(user))
+        response = await delete_me(client, login(user), body)
 
         if body is None:  # no body, no content type: core asks for JSON
             assert_problem(response, 415, "unsupported_media_type")
