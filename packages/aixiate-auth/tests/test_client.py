@@ -6,7 +6,7 @@ given. Its clock is the module's ``time.monotonic``, replaced here by one the te
 
 import base64
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 from uuid import UUID
@@ -18,6 +18,7 @@ from aixiate_auth.client import JWKSTokenVerifier
 from aixiate_auth.services import keys
 from aixiate_auth.settings import AuthSettings
 from aixiate_auth.state import AuthState
+from aixiate_auth.testing import AuthAppFactory
 from aixiate_core.crypto import SecretBox
 from aixiate_core.db import create_engine, create_sessionmaker
 from aixiate_core.errors import (
@@ -28,23 +29,16 @@ from aixiate_core.errors import (
 )
 from aixiate_core.security import Principal
 from aixiate_core.settings import Settings
-from aixiate_core.testing import serve
-from aixiate_users.testing import create_user
+from aixiate_core.testing import bearer, serve
+from aixiate_users.testing import PASSWORD, create_user
 from fastapi import Depends, FastAPI
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
-PASSWORD = "vivid-otter-harbour-42"
 LOGIN = "/api/v1/auth/login"
 LOGOUT = "/api/v1/auth/logout"
 JWKS_PATH = "/.well-known/jwks.json"
 JWKS_URL = f"http://aixiate.test{JWKS_PATH}"
-
-type AuthAppFactory = Callable[..., FastAPI]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def kid_of(token: str) -> str:

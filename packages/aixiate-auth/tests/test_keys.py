@@ -18,29 +18,19 @@ from aixiate_auth.models import SigningKey
 from aixiate_auth.services import keys
 from aixiate_auth.settings import AuthSettings
 from aixiate_auth.state import AuthState
+from aixiate_auth.testing import AuthAppFactory
 from aixiate_core.crypto import DecryptionError, SecretBox
 from aixiate_core.db import create_engine, create_sessionmaker, utc_now
 from aixiate_core.settings import Settings
-from aixiate_core.testing import serve
-from aixiate_users.testing import create_user
-from fastapi import FastAPI
+from aixiate_core.testing import Sessions, bearer, serve
+from aixiate_users.testing import PASSWORD, create_user
 from joserfc.jwk import ECKey
 from sqlalchemy import update
-from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
-PASSWORD = "vivid-otter-harbour-42"
 LOGIN = "/api/v1/auth/login"
 ME = "/api/v1/users/me"
 JWKS = "/.well-known/jwks.json"
-
-type Sessions = async_sessionmaker[AsyncSession]
-type AuthAppFactory = Callable[..., FastAPI]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def kid_of(token: str) -> str:

@@ -4,7 +4,7 @@ email, with time moved by the test; and what happens when the store goes away.""
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from uuid import uuid4
 
@@ -14,11 +14,14 @@ from aixiate_audit.models import AuditEvent
 from aixiate_auth.lockout import Lock, Lockout
 from aixiate_auth.settings import AuthSettings
 from aixiate_auth.state import AuthState
-from aixiate_core.errors import PROBLEM_CONTENT_TYPE
+from aixiate_auth.testing import AuthAppFactory, UserFactory
 from aixiate_core.settings import Settings
 from aixiate_core.store import KeyValueStore, RedisStore
 from aixiate_core.testing import (
+    FakeClock,
+    Sessions,
     TcpProxy,
+    assert_problem,
     delete_prefixed,
     redis_server_url,
     serve,
@@ -26,44 +29,16 @@ from aixiate_core.testing import (
     target_of,
     url_through,
 )
-from aixiate_users.models import User
 from aixiate_users.passwords import PasswordCheck
+from aixiate_users.testing import PASSWORD, WRONG_PASSWORD
 from fastapi import FastAPI
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
-PASSWORD = "vivid-otter-harbour-42"
-WRONG = "not-the-password-at-all"
 LOGIN = "/api/v1/auth/login"
 TOKEN = "/api/v1/auth/token"
 USERS = "/api/v1/users"
 DEAD_REDIS = "redis://127.0.0.1:9/0"  # the discard port: nothing listens there
-
-type UserFactory = Callable[..., Awaitable[User]]
-type Sessions = async_sessionmaker[AsyncSession]
-type AuthAppFactory = Callable[[Settings, AuthSettings], FastAPI]
-
-
-class FakeClock:
-    """Wall-clock seconds that only move when the test says so."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-def auth_app(
-    make_auth_app: AuthAppFactory, app_settings: Settings, auth_settings: AuthSettings
-) -> FastAPI:
-    return make_auth_app(app_settings, auth_settings)
 
 
 @pytest.fixture
@@ -73,15 +48,9 @@ def clock(auth_state: AuthState) -> FakeClock:
     return fake
 
 
-def problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM_CONTENT_TYPE
-    body: dict[str, Any] = response.json()
-    assert body["code"] == code
-    return body
-
-
-async def attempt(api: httpx.AsyncClient, email: str, password: str = WRONG) -> httpx.Response:
+async def attempt(
+    api: httpx.AsyncClient, email: str, password: str = WRONG_PASSWORD
+) -> httpx.Response:
     return await api.post(LOGIN, json={"email": email, "password": password})
 
 
@@ -94,7 +63,7 @@ async def lock(api: httpx.AsyncClient, email: str) -> int:
     statuses = await fail(api, email, 4)
     assert statuses == [401] * 4
     locking = await attempt(api, email)
-    problem(locking, 429, "account_locked")
+    assert_problem(locking, 429, "account_locked")
     return int(locking.headers["retry-after"])
 
 
@@ -129,12 +98,12 @@ class TestLocking:
         locking = await attempt(api, user.email)
 
         assert statuses == [401] * 4
-        body = problem(locking, 429, "account_locked")
+        body = assert_problem(locking, 429, "account_locked")
         assert body["status"] == 429
         assert body["request_id"] == locking.headers["x-request-id"]
         assert locking.headers["retry-after"] == "60"
         right = await attempt(api, user.email, PASSWORD)
-        problem(right, 429, "account_locked")
+        assert_problem(right, 429, "account_locked")
         assert right.headers["retry-after"] == "60"
 
     async def test_locked_account_costs_no_hash_work(
@@ -192,7 +161,7 @@ class TestLocking:
             for n, client in enumerate(clients):
                 if n % 2:
                     sent = await client.post(
-                        TOKEN, data={"username": user.email, "password": WRONG}
+                        TOKEN, data={"username": user.email, "password": WRONG_PASSWORD}
                     )
                 else:
                     sent = await attempt(client, user.email)
@@ -200,7 +169,7 @@ class TestLocking:
             after = await attempt(clients[0], user.email, PASSWORD)
 
         assert answers == [401] * 4 + [429]
-        problem(after, 429, "account_locked")
+        assert_problem(after, 429, "account_locked")
 
     async def test_failures_after_the_right_password_do_not_count(
         self, api: httpx.AsyncClient, make_user: UserFactory, clock: FakeClock
@@ -210,7 +179,7 @@ class TestLocking:
 
         for user, code in ((unverified, "email_not_verified"), (inactive, "account_inactive")):
             for _ in range(7):
-                problem(await attempt(api, user.email, PASSWORD), 403, code)
+                assert_problem(await attempt(api, user.email, PASSWORD), 403, code)
 
     async def test_concurrent_failures_lock_once(
         self, api: httpx.AsyncClient, make_user: UserFactory, db: Sessions, clock: FakeClock
@@ -228,7 +197,7 @@ class TestLocking:
         assert set(statuses) == {401, 429}
         (locked,) = await events_of(db, "auth.account.locked", user.id)
         assert locked.data["level"] == 1
-        problem(await attempt(api, user.email, PASSWORD), 429, "account_locked")
+        assert_problem(await attempt(api, user.email, PASSWORD), 429, "account_locked")
         assert (await attempt(api, user.email, PASSWORD)).headers["retry-after"] == "60"
 
 
@@ -244,7 +213,7 @@ class TestTime:
         clock.advance(1)
         after = await attempt(api, user.email, PASSWORD)
 
-        problem(still, 429, "account_locked")
+        assert_problem(still, 429, "account_locked")
         assert still.headers["retry-after"] == "1"
         assert after.status_code == 200, after.text
 
@@ -282,7 +251,7 @@ class TestTime:
         again = await fail(api, user.email, 4)
 
         assert again == [401] * 4
-        problem(await attempt(api, user.email), 429, "account_locked")
+        assert_problem(await attempt(api, user.email), 429, "account_locked")
 
     async def test_failures_partly_inside_the_window_count_in_part(
         self, api: httpx.AsyncClient, make_user: UserFactory, clock: FakeClock
@@ -311,7 +280,7 @@ class TestTime:
 
         second = await lock(api, user.email)
 
-        problem(first, 429, "account_locked")
+        assert_problem(first, 429, "account_locked")
         assert first.headers["retry-after"] == "60"
         assert second == 120
 
@@ -383,7 +352,7 @@ class TestUnlock:
 
         response = await api.post(f"{USERS}/{user.id}/unlock", headers=headers)
 
-        problem(response, 403, "forbidden")
+        assert_problem(response, 403, "forbidden")
 
     async def test_unknown_user_is_404(
         self, api: httpx.AsyncClient, make_user: UserFactory
@@ -392,7 +361,7 @@ class TestUnlock:
 
         response = await api.post(f"{USERS}/{uuid4()}/unlock", headers=headers)
 
-        problem(response, 404, "not_found")
+        assert_problem(response, 404, "not_found")
 
     async def test_the_admin_is_the_actor(
         self, api: httpx.AsyncClient, make_user: UserFactory, db: Sessions
@@ -598,7 +567,7 @@ class TestStoreOutage:
             answers = [await attempt(client, user.email) for _ in range(6)]
 
         for answer in answers:
-            problem(answer, status, code)
+            assert_problem(answer, status, code)
         if status == 503:
             assert answers[0].headers["retry-after"] == "5"
 
@@ -621,7 +590,7 @@ class TestStoreOutage:
                 await proxy.stop()
             response = await client.post(f"{USERS}/{user.id}/unlock", headers=headers)
 
-        problem(response, 503, "service_unavailable")
+        assert_problem(response, 503, "service_unavailable")
 
     @pytest.mark.skipif(redis_server_url() is None, reason="set AIXIATE_TEST_REDIS_URL")
     async def test_recovers_when_redis_returns(

@@ -2,7 +2,7 @@
 
 import base64
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -12,18 +12,15 @@ import pytest
 from aixiate_audit.models import AuditEvent
 from aixiate_auth.models import AuthSession
 from aixiate_auth.settings import AuthSettings
-from aixiate_core.errors import PROBLEM_CONTENT_TYPE
+from aixiate_auth.testing import AuthAppFactory, UserFactory
 from aixiate_core.settings import Settings
-from aixiate_core.testing import serve
+from aixiate_core.testing import Sessions, assert_problem, bearer, serve
 from aixiate_users.models import User
+from aixiate_users.testing import PASSWORD
 from argon2 import PasswordHasher
 from argon2 import Type as Argon2Type
-from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
-PASSWORD = "vivid-otter-harbour-42"
 LOGIN = "/api/v1/auth/login"
 TOKEN = "/api/v1/auth/token"
 ME = "/api/v1/users/me"
@@ -37,23 +34,6 @@ TOKEN_PAIR_FIELDS = {
 }
 #: What the test settings configure (conftest.fast_auth_settings).
 CHEAP_ARGON2 = "$argon2id$v=19$m=1024,t=1,p=1$"
-
-type UserFactory = Callable[..., Awaitable[User]]
-type Sessions = async_sessionmaker[AsyncSession]
-type AuthAppFactory = Callable[[Settings, AuthSettings], FastAPI]
-
-
-def problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM_CONTENT_TYPE
-    body: dict[str, Any] = response.json()
-    assert body["code"] == code
-    assert body["request_id"] == response.headers["x-request-id"]
-    return body
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def segment(token: str, index: int) -> dict[str, Any]:
@@ -186,7 +166,9 @@ class TestRefusals:
         unknown = await api.post(LOGIN, json={"email": new_email(), "password": PASSWORD})
         wrong = await api.post(LOGIN, json={"email": user.email, "password": PASSWORD + "x"})
 
-        bodies = [problem(response, 401, "invalid_credentials") for response in (unknown, wrong)]
+        bodies = [
+            assert_problem(response, 401, "invalid_credentials") for response in (unknown, wrong)
+        ]
         for body in bodies:
             del body["request_id"]
         assert bodies[0] == bodies[1]
@@ -201,8 +183,8 @@ class TestRefusals:
         wrong = await api.post(LOGIN, json={"email": user.email, "password": "not-the-password"})
         right = await api.post(LOGIN, json={"email": user.email, "password": PASSWORD})
 
-        problem(wrong, 401, "invalid_credentials")
-        problem(right, 403, "email_not_verified")
+        assert_problem(wrong, 401, "invalid_credentials")
+        assert_problem(right, 403, "email_not_verified")
         assert "access_token" not in right.text
 
     async def test_unverified_account_may_log_in_when_verification_is_not_required(
@@ -229,8 +211,8 @@ class TestRefusals:
         wrong = await api.post(LOGIN, json={"email": user.email, "password": "not-the-password"})
         right = await api.post(LOGIN, json={"email": user.email, "password": PASSWORD})
 
-        problem(wrong, 401, "invalid_credentials")
-        problem(right, 403, "account_inactive")
+        assert_problem(wrong, 401, "invalid_credentials")
+        assert_problem(right, 403, "account_inactive")
 
     async def test_inactive_wins_over_unverified(
         self, api: httpx.AsyncClient, make_user: UserFactory
@@ -239,7 +221,7 @@ class TestRefusals:
 
         response = await api.post(LOGIN, json={"email": user.email, "password": PASSWORD})
 
-        problem(response, 403, "account_inactive")
+        assert_problem(response, 403, "account_inactive")
 
     async def test_account_without_a_password_cannot_log_in(
         self, api: httpx.AsyncClient, make_user: UserFactory
@@ -248,7 +230,7 @@ class TestRefusals:
 
         response = await api.post(LOGIN, json={"email": user.email, "password": PASSWORD})
 
-        problem(response, 401, "invalid_credentials")
+        assert_problem(response, 401, "invalid_credentials")
 
     async def test_refusals_start_no_session(
         self, api: httpx.AsyncClient, make_user: UserFactory, db: Sessions
@@ -277,7 +259,7 @@ class TestRefusals:
     async def test_invalid_bodies(self, api: httpx.AsyncClient, body: dict[str, Any]) -> None:
         response = await api.post(LOGIN, json=body)
 
-        problem(response, 422, "validation_error")
+        assert_problem(response, 422, "validation_error")
 
 
 class TestAudit:
@@ -377,11 +359,11 @@ class TestPasswordForm:
         )
         deactivated = await api.post(TOKEN, data={"username": inactive.email, "password": PASSWORD})
 
-        problem(unknown, 401, "invalid_credentials")
-        problem(wrong, 401, "invalid_credentials")
+        assert_problem(unknown, 401, "invalid_credentials")
+        assert_problem(wrong, 401, "invalid_credentials")
         assert unknown.headers["www-authenticate"] == "Bearer"
-        problem(not_verified, 403, "email_not_verified")
-        problem(deactivated, 403, "account_inactive")
+        assert_problem(not_verified, 403, "email_not_verified")
+        assert_problem(deactivated, 403, "account_inactive")
 
     async def test_json_body_is_not_a_form(
         self, api: httpx.AsyncClient, make_user: UserFactory
@@ -390,7 +372,7 @@ class TestPasswordForm:
 
         response = await api.post(TOKEN, json={"username": user.email, "password": PASSWORD})
 
-        problem(response, 422, "validation_error")
+        assert_problem(response, 422, "validation_error")
 
 
 class TestRehash:
@@ -447,7 +429,7 @@ class TestRehash:
 
         response = await api.post(LOGIN, json={"email": user.email, "password": "wrong-password"})
 
-        problem(response, 401, "invalid_credentials")
+        assert_problem(response, 401, "invalid_credentials")
         assert (await stored_user(db, user.id)).password_hash == legacy
 
     async def test_refused_unverified_login_keeps_the_legacy_hash(
@@ -459,5 +441,5 @@ class TestRehash:
 
         response = await api.post(LOGIN, json={"email": user.email, "password": PASSWORD})
 
-        problem(response, 403, "email_not_verified")
+        assert_problem(response, 403, "email_not_verified")
         assert (await stored_user(db, user.id)).password_hash == legacy

@@ -1,7 +1,7 @@
 """Rate limits on the /auth routes: per client IP and per account, the 429 problem and
 its headers, the sampled audit event, spoofed client IPs, and Redis going away."""
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -10,10 +10,12 @@ from aixiate_audit import service as audit_service
 from aixiate_audit.models import AuditEvent
 from aixiate_auth.settings import AuthSettings
 from aixiate_auth.state import AuthState
+from aixiate_auth.testing import AuthAppFactory, UserFactory
 from aixiate_core.errors import PROBLEM_CONTENT_TYPE
 from aixiate_core.ratelimit import RateLimitExceeded
 from aixiate_core.settings import Settings
 from aixiate_core.testing import (
+    Sessions,
     TcpProxy,
     delete_prefixed,
     redis_server_url,
@@ -22,22 +24,15 @@ from aixiate_core.testing import (
     target_of,
     url_through,
 )
-from aixiate_users.models import User
 from aixiate_users.passwords import PasswordCheck
+from aixiate_users.testing import PASSWORD, WRONG_PASSWORD
 from fastapi import FastAPI
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
-PASSWORD = "vivid-otter-harbour-42"
-WRONG = "not-the-password-at-all"
 AUTH = "/api/v1/auth"
 DEAD_REDIS = "redis://127.0.0.1:9/0"  # the discard port: nothing listens there
 
-type UserFactory = Callable[..., Awaitable[User]]
-type Sessions = async_sessionmaker[AsyncSession]
-type AuthAppFactory = Callable[[Settings, AuthSettings], FastAPI]
 
 #: Small limits, so a test reaches them in a few requests.
 LIMITS: dict[str, Any] = {
@@ -101,7 +96,9 @@ def refused(response: httpx.Response, limit: str) -> dict[str, Any]:
     return body
 
 
-async def login(api: httpx.AsyncClient, email: str, password: str = WRONG) -> httpx.Response:
+async def login(
+    api: httpx.AsyncClient, email: str, password: str = WRONG_PASSWORD
+) -> httpx.Response:
     return await api.post(f"{AUTH}/login", json={"email": email, "password": password})
 
 
@@ -139,10 +136,10 @@ class TestLogin:
         first, second, third, fourth, fifth = emails(5)
         await login(api, first)
         await login(api, second)
-        await api.post(f"{AUTH}/token", data={"username": third, "password": WRONG})
-        await api.post(f"{AUTH}/token", data={"username": fourth, "password": WRONG})
+        await api.post(f"{AUTH}/token", data={"username": third, "password": WRONG_PASSWORD})
+        await api.post(f"{AUTH}/token", data={"username": fourth, "password": WRONG_PASSWORD})
 
-        form = await api.post(f"{AUTH}/token", data={"username": fifth, "password": WRONG})
+        form = await api.post(f"{AUTH}/token", data={"username": fifth, "password": WRONG_PASSWORD})
 
         refused(form, "4")
 
@@ -186,7 +183,7 @@ class TestLogin:
             answers = [
                 await api.post(
                     f"{AUTH}/login",
-                    json={"email": email, "password": WRONG},
+                    json={"email": email, "password": WRONG_PASSWORD},
                     headers={"X-Forwarded-For": f"198.51.100.{n}"},
                 )
                 for n, email in enumerate(emails(6))

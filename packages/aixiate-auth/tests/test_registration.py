@@ -12,16 +12,18 @@ import httpx
 import pytest
 from aixiate_audit.models import AuditEvent
 from aixiate_auth.settings import AuthSettings
+from aixiate_auth.testing import EmailFactory
 from aixiate_core.crypto import token_digest
 from aixiate_core.db import create_sessionmaker, utc_now
 from aixiate_core.errors import PROBLEM_CONTENT_TYPE
 from aixiate_core.settings import Settings
-from aixiate_core.testing import FakeResend, serve
+from aixiate_core.testing import FakeResend, assert_problem, serve
 from aixiate_users import action_tokens as tokens
 from aixiate_users.models import ActionToken, User
 from aixiate_users.passwords import Passwords
 from aixiate_users.repository import normalize_email
 from aixiate_users.settings import UsersSettings
+from aixiate_users.testing import PASSWORD
 from fastapi import FastAPI
 from markupsafe import escape
 from pydantic import SecretStr
@@ -29,7 +31,6 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 
-PASSWORD = "vivid-otter-harbour-42"
 REGISTER = "/api/v1/auth/register"
 VERIFY = "/api/v1/auth/verify-email"
 RESEND = "/api/v1/auth/verify-email/resend"
@@ -45,18 +46,7 @@ USER_FIELDS = {
     "updated_at",
 }
 
-type EmailFactory = Callable[..., str]
 type AppFactory = Callable[[Settings, AuthSettings, Passwords], FastAPI]
-
-
-def problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM_CONTENT_TYPE
-    body: dict[str, Any] = response.json()
-    assert body["code"] == code
-    assert body["status"] == status
-    assert body["request_id"] == response.headers["x-request-id"]
-    return body
 
 
 async def user_by_email(engine: AsyncEngine, email: str) -> User | None:
@@ -257,7 +247,7 @@ class TestRegister:
         if reason is None:
             assert response.status_code == 202
             return
-        body = problem(response, 422, "weak_password")
+        body = assert_problem(response, 422, "weak_password")
         assert body["reason"] == reason
         assert await user_by_email(engine, email) is None
         assert await mailbox.to(email) == []
@@ -272,7 +262,7 @@ class TestRegister:
             REGISTER, json={"email": email, "password": f"my-{email.split('@')[0]}-pass"}
         )
 
-        assert problem(response, 422, "weak_password")["reason"] == "contains_email"
+        assert assert_problem(response, 422, "weak_password")["reason"] == "contains_email"
 
     async def test_weak_password_answer_ignores_whether_the_email_exists(
         self, http: Recorder, new_email: EmailFactory
@@ -283,7 +273,7 @@ class TestRegister:
         for_taken = await http.post(REGISTER, json={"email": taken, "password": "qwerty123456"})
         for_new = await http.post(REGISTER, json={"email": new_email(), "password": "qwerty123456"})
 
-        problem(for_taken, 422, "weak_password")
+        assert_problem(for_taken, 422, "weak_password")
         strip = {"request_id", "instance"}
         assert {k: v for k, v in for_taken.json().items() if k not in strip} == {
             k: v for k, v in for_new.json().items() if k not in strip
@@ -345,7 +335,7 @@ class TestRegisterInput:
         ids=lambda body: ",".join(f"{k}={str(v)[:12]}" for k, v in body.items()) or "empty",
     )
     async def test_invalid_bodies(self, http: Recorder, body: dict[str, Any]) -> None:
-        body = problem(await http.post(REGISTER, json=body), 422, "validation_error")
+        body = assert_problem(await http.post(REGISTER, json=body), 422, "validation_error")
 
         assert body["errors"]
         assert all(set(error) == {"loc", "msg", "type"} for error in body["errors"])
@@ -359,26 +349,26 @@ class TestRegisterInput:
             REGISTER, json={"email": "someone@example.com", "password": PASSWORD, "full_name": name}
         )
 
-        problem(response, 422, "validation_error")
+        assert_problem(response, 422, "validation_error")
 
     async def test_ten_megabyte_name_is_too_large(self, http: Recorder) -> None:
         body = {"email": "someone@example.com", "password": PASSWORD, "full_name": "x" * 10_000_000}
 
         response = await http.post(REGISTER, json=body)
 
-        problem(response, 413, "payload_too_large")
+        assert_problem(response, 413, "payload_too_large")
 
     async def test_malformed_json(self, http: Recorder) -> None:
         response = await http.post(
             REGISTER, content=b'{"email": ', headers={"content-type": "application/json"}
         )
 
-        problem(response, 400, "malformed_json")
+        assert_problem(response, 400, "malformed_json")
 
     async def test_form_encoding_is_refused(self, http: Recorder) -> None:
         response = await http.post(REGISTER, data={"email": "a@example.com", "password": PASSWORD})
 
-        problem(response, 422, "validation_error")
+        assert_problem(response, 422, "validation_error")
         http.assert_never_shown(PASSWORD)
 
     async def test_plain_text_is_an_unsupported_media_type(self, http: Recorder) -> None:
@@ -386,7 +376,7 @@ class TestRegisterInput:
             REGISTER, content=b"a@example.com", headers={"content-type": "text/plain"}
         )
 
-        problem(response, 415, "unsupported_media_type")
+        assert_problem(response, 415, "unsupported_media_type")
 
     @pytest.mark.parametrize(
         "name",
@@ -456,7 +446,7 @@ class TestVerifyEmail:
         second = await http.post(VERIFY, json={"token": token})
 
         assert first.status_code == 200
-        problem(second, 400, "invalid_or_expired_token")
+        assert_problem(second, 400, "invalid_or_expired_token")
         await refusal(engine, second, "user.email.verify.failed", "used", UUID(first.json()["id"]))
 
     async def test_expired_token(
@@ -469,7 +459,7 @@ class TestVerifyEmail:
 
         response = await http.post(VERIFY, json={"token": token})
 
-        problem(response, 400, "invalid_or_expired_token")
+        assert_problem(response, 400, "invalid_or_expired_token")
         user = await user_by_email(engine, email)
         assert user is not None
         assert user.is_verified is False
@@ -478,7 +468,7 @@ class TestVerifyEmail:
     async def test_unknown_token(self, http: Recorder, engine: AsyncEngine) -> None:
         response = await http.post(VERIFY, json={"token": "x" * 43})
 
-        body = problem(response, 400, "invalid_or_expired_token")
+        body = assert_problem(response, 400, "invalid_or_expired_token")
         assert "www-authenticate" not in response.headers
         assert body["detail"]
         event = await refusal(engine, response, "user.email.verify.failed", "unknown_token", None)
@@ -501,7 +491,7 @@ class TestVerifyEmail:
 
         response = await http.post(VERIFY, json={"token": reset})
 
-        problem(response, 400, "invalid_or_expired_token")
+        assert_problem(response, 400, "invalid_or_expired_token")
         await refusal(engine, response, "user.email.verify.failed", "wrong_purpose", user.id)
 
     async def test_link_for_a_previous_address_is_refused(
@@ -519,7 +509,7 @@ class TestVerifyEmail:
 
         response = await http.post(VERIFY, json={"token": token})
 
-        problem(response, 400, "invalid_or_expired_token")
+        assert_problem(response, 400, "invalid_or_expired_token")
         await refusal(engine, response, "user.email.verify.failed", "email_changed", user.id)
 
     async def test_deactivated_account_is_refused_and_keeps_its_token(
@@ -535,7 +525,7 @@ class TestVerifyEmail:
 
         response = await http.post(VERIFY, json={"token": token})
 
-        problem(response, 400, "invalid_or_expired_token")
+        assert_problem(response, 400, "invalid_or_expired_token")
         await refusal(engine, response, "user.email.verify.failed", "inactive", user.id)
         # The refusal rolled back the token's consumption, as before it was audited.
         async with create_sessionmaker(engine)() as session:
@@ -548,7 +538,7 @@ class TestVerifyEmail:
         "body", [{}, {"token": ""}, {"token": 123}, {"token": None}, {"token": "t" * 257}]
     )
     async def test_invalid_bodies(self, http: Recorder, body: dict[str, Any]) -> None:
-        problem(await http.post(VERIFY, json=body), 422, "validation_error")
+        assert_problem(await http.post(VERIFY, json=body), 422, "validation_error")
 
 
 class TestResend:
@@ -564,7 +554,9 @@ class TestResend:
         assert response.status_code == 202
         new = (await mailbox.last(email, "verify_email")).token
         assert new != old
-        problem(await http.post(VERIFY, json={"token": old}), 400, "invalid_or_expired_token")
+        assert_problem(
+            await http.post(VERIFY, json={"token": old}), 400, "invalid_or_expired_token"
+        )
         assert (await http.post(VERIFY, json={"token": new})).status_code == 200
         http.assert_never_shown(old, new, PASSWORD)
 
@@ -605,7 +597,7 @@ class TestResend:
         "body", [{}, {"email": "nope"}, {"email": 5}, {"email": "a@b.c", "x": 1}]
     )
     async def test_invalid_bodies(self, http: Recorder, body: dict[str, Any]) -> None:
-        problem(await http.post(RESEND, json=body), 422, "validation_error")
+        assert_problem(await http.post(RESEND, json=body), 422, "validation_error")
 
 
 class TestConcurrentRegistration:
@@ -716,7 +708,7 @@ class TestConfirmEmail:
         await refusal(engine, again, "user.email.change.failed", "used", user.id)
         # The verification link of the old address proves nothing about the new one.
         stale = await http.post(VERIFY, json={"token": verification})
-        problem(stale, 400, "invalid_or_expired_token")
+        assert_problem(stale, 400, "invalid_or_expired_token")
         http.assert_never_shown(token, verification, PASSWORD)
 
     async def test_unknown_token(self, http: Recorder, engine: AsyncEngine) -> None:
@@ -743,4 +735,4 @@ class TestConfirmEmail:
 
     @pytest.mark.parametrize("body", [{}, {"token": ""}, {"token": 1}, {"token": "t" * 257}])
     async def test_invalid_bodies(self, http: Recorder, body: dict[str, Any]) -> None:
-        problem(await http.post(CONFIRM, json=body), 422, "validation_error")
+        assert_problem(await http.post(CONFIRM, json=body), 422, "validation_error")

@@ -4,7 +4,7 @@ that every app instance sees on the very next request."""
 import asyncio
 import base64
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -14,19 +14,16 @@ import pytest
 from aixiate_audit.models import AuditEvent
 from aixiate_auth.models import AuthSession
 from aixiate_auth.settings import AuthSettings
+from aixiate_auth.testing import AuthAppFactory, Login, UserFactory
 from aixiate_core.db import utc_now
-from aixiate_core.errors import PROBLEM_CONTENT_TYPE
 from aixiate_core.settings import Settings
 from aixiate_core.store import KeyValueStore
-from aixiate_core.testing import serve
+from aixiate_core.testing import Sessions, assert_problem, bearer, serve
 from aixiate_users.models import User
-from fastapi import FastAPI
+from aixiate_users.testing import PASSWORD
 from sqlalchemy import update
-from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
-PASSWORD = "vivid-otter-harbour-42"
 LOGIN = "/api/v1/auth/login"
 REFRESH = "/api/v1/auth/refresh"
 LOGOUT = "/api/v1/auth/logout"
@@ -34,15 +31,6 @@ LOGOUT_ALL = "/api/v1/auth/logout-all"
 SESSIONS = "/api/v1/auth/sessions"
 ME = "/api/v1/users/me"
 USERS = "/api/v1/users"
-
-type UserFactory = Callable[..., Awaitable[User]]
-type Login = Callable[..., Awaitable[dict[str, Any]]]
-type Sessions = async_sessionmaker[AsyncSession]
-type AuthAppFactory = Callable[..., FastAPI]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def session_id_of(access_token: str) -> UUID:
@@ -55,16 +43,8 @@ def liveness_key(session_id: UUID) -> str:
     return f"auth:session:{session_id}"
 
 
-def problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM_CONTENT_TYPE
-    body: dict[str, Any] = response.json()
-    assert body["code"] == code
-    return body
-
-
 def rejected(response: httpx.Response) -> None:
-    problem(response, 401, "invalid_token")
+    assert_problem(response, 401, "invalid_token")
     assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
 
 
@@ -152,7 +132,7 @@ class TestRefresh:
 
         reused = await api.post(REFRESH, json={"refresh_token": first["refresh_token"]})
 
-        problem(reused, 401, "token_reused")
+        assert_problem(reused, 401, "token_reused")
         assert reused.headers["www-authenticate"] == 'Bearer error="invalid_token"'
         assert "access_token" not in reused.text
         # Every token of the session is dead, the thief's and the owner's alike.
@@ -193,7 +173,7 @@ class TestRefresh:
 
         reused = await api.post(REFRESH, json={"refresh_token": first["refresh_token"]})
 
-        problem(reused, 401, "token_reused")
+        assert_problem(reused, 401, "token_reused")
         assert await mailbox.to(user.email, "session_reuse") == []
 
     async def test_unknown_refresh_token(self, api: httpx.AsyncClient, db: Sessions) -> None:
@@ -211,7 +191,7 @@ class TestRefresh:
         response = await api.post(REFRESH, json={"refresh_token": pair["access_token"]})
 
         # Far longer than any refresh token: refused before any lookup.
-        problem(response, 422, "validation_error")
+        assert_problem(response, 422, "validation_error")
 
     @pytest.mark.parametrize(
         "body",
@@ -219,7 +199,7 @@ class TestRefresh:
         ids=["missing", "empty", "number", "too-long"],
     )
     async def test_invalid_bodies(self, api: httpx.AsyncClient, body: dict[str, Any]) -> None:
-        problem(await api.post(REFRESH, json=body), 422, "validation_error")
+        assert_problem(await api.post(REFRESH, json=body), 422, "validation_error")
 
     async def test_logged_out_session_cannot_refresh(
         self, api: httpx.AsyncClient, make_user: UserFactory, login: Login, db: Sessions
@@ -392,7 +372,7 @@ class TestListSessions:
         }
 
     async def test_needs_a_token(self, api: httpx.AsyncClient) -> None:
-        problem(await api.get(SESSIONS), 401, "not_authenticated")
+        assert_problem(await api.get(SESSIONS), 401, "not_authenticated")
 
     async def test_twenty_concurrent_logins_make_twenty_sessions(
         self, api: httpx.AsyncClient, make_user: UserFactory
@@ -459,8 +439,8 @@ class TestRevokeSession:
         response = await api.delete(f"{SESSIONS}/{their_sid}", headers=bearer(mine["access_token"]))
         unknown = await api.delete(f"{SESSIONS}/{uuid4()}", headers=bearer(mine["access_token"]))
 
-        body = problem(response, 404, "not_found")
-        unknown_body = problem(unknown, 404, "not_found")
+        body = assert_problem(response, 404, "not_found")
+        unknown_body = assert_problem(unknown, 404, "not_found")
         assert body["detail"] == unknown_body["detail"]
         assert (await api.get(ME, headers=bearer(theirs["access_token"]))).status_code == 200
 
@@ -473,7 +453,9 @@ class TestRevokeSession:
         path = f"{SESSIONS}/{session_id_of(old['access_token'])}"
         await api.delete(path, headers=bearer(current["access_token"]))
 
-        problem(await api.delete(path, headers=bearer(current["access_token"])), 404, "not_found")
+        assert_problem(
+            await api.delete(path, headers=bearer(current["access_token"])), 404, "not_found"
+        )
 
     async def test_malformed_id(
         self, api: httpx.AsyncClient, make_user: UserFactory, login: Login
@@ -482,7 +464,7 @@ class TestRevokeSession:
 
         response = await api.delete(f"{SESSIONS}/not-a-uuid", headers=bearer(pair["access_token"]))
 
-        problem(response, 422, "validation_error")
+        assert_problem(response, 422, "validation_error")
 
 
 class TestLogout:
@@ -506,7 +488,7 @@ class TestLogout:
         assert len(await events_about(db, "auth.logout", sid)) == 1
 
     async def test_logout_needs_a_token(self, api: httpx.AsyncClient) -> None:
-        problem(await api.post(LOGOUT), 401, "not_authenticated")
+        assert_problem(await api.post(LOGOUT), 401, "not_authenticated")
 
     async def test_logout_all_ends_every_session_of_the_caller(
         self, api: httpx.AsyncClient, make_user: UserFactory, login: Login, db: Sessions
@@ -585,7 +567,7 @@ class TestUserChanges:
         sid = session_id_of(pair["access_token"])
         assert (await stored_session(db, sid)).revoke_reason == "user_deactivated"
         relogin = await api.post(LOGIN, json={"email": user.email, "password": PASSWORD})
-        problem(relogin, 403, "account_inactive")
+        assert_problem(relogin, 403, "account_inactive")
 
     async def test_deleting_ones_own_account_ends_its_sessions(
         self, api: httpx.AsyncClient, make_user: UserFactory, login: Login, store: KeyValueStore

@@ -10,7 +10,6 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -19,23 +18,17 @@ import pytest
 from aixiate_auth.access_tokens import encode_access_token
 from aixiate_auth.settings import AuthSettings
 from aixiate_auth.state import AuthState
+from aixiate_auth.testing import Login, UserFactory
 from aixiate_core.errors import PROBLEM_CONTENT_TYPE
+from aixiate_core.testing import bearer
 from aixiate_users.models import User
 from cryptography.hazmat.primitives import serialization
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
-PASSWORD = "vivid-otter-harbour-42"
 ME = "/api/v1/users/me"
 LOGOUT = "/api/v1/auth/logout"
 INVALID_TOKEN = 'Bearer error="invalid_token"'
-
-type UserFactory = Callable[..., Awaitable[User]]
-type Login = Callable[..., Awaitable[dict[str, Any]]]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def b64(data: bytes) -> str:
