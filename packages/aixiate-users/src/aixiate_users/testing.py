@@ -10,6 +10,12 @@ from contextlib import contextmanager
 from typing import Any
 from uuid import uuid4
 
+import httpx
+from aixiate_audit.models import AuditEvent
+from aixiate_core.db import create_sessionmaker
+from aixiate_core.testing.db import Sessions
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from aixiate_users.models import User
@@ -19,6 +25,20 @@ from aixiate_users.settings import UsersSettings
 
 #: A password the default policy accepts: the one the test users of every package have.
 PASSWORD = "vivid-otter-harbour-42"  # noqa: S105 - a test password
+#: The fields of a user as the API shows it (``UserRead``): what API.md promises, no more.
+USER_FIELDS = frozenset(
+    {
+        "id",
+        "email",
+        "full_name",
+        "roles",
+        "is_active",
+        "is_verified",
+        "mfa_enabled",
+        "created_at",
+        "updated_at",
+    }
+)
 #: What a caller who does not know :data:`PASSWORD` tries instead.
 WRONG_PASSWORD = "not-the-password-at-all"  # noqa: S105 - a test password
 
@@ -70,3 +90,27 @@ def fast_passwords(settings: UsersSettings | None = None) -> Iterator[Passwords]
         yield service
     finally:
         service.shutdown()
+
+
+async def audit_events(
+    db: AsyncSession | AsyncEngine | Sessions,
+    event_type: str | None = None,
+    *,
+    about: object = None,
+    response: httpx.Response | None = None,
+) -> list[AuditEvent]:
+    """The audit events of ``event_type``, about ``about`` (a target id) and written during
+    ``response``'s request where given, oldest first. ``db`` is the test's session, or the
+    engine or sessionmaker of an app's database (what the app committed)."""
+    statement = select(AuditEvent).order_by(col(AuditEvent.occurred_at))
+    if event_type is not None:
+        statement = statement.where(col(AuditEvent.event_type) == event_type)
+    if about is not None:
+        statement = statement.where(col(AuditEvent.target_id) == str(about))
+    if response is not None:
+        statement = statement.where(col(AuditEvent.request_id) == response.headers["x-request-id"])
+    if isinstance(db, AsyncSession):
+        return list((await db.exec(statement)).all())
+    sessions = create_sessionmaker(db) if isinstance(db, AsyncEngine) else db
+    async with sessions() as session:
+        return list((await session.exec(statement)).all())
