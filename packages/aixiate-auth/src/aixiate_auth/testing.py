@@ -4,9 +4,12 @@ They live in the package rather than in a conftest: test modules run under
 ``--import-mode=importlib``, so a conftest cannot be imported by another suite.
 """
 
+import base64
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
+from uuid import UUID
 
 from aixiate_core.app import Extension
 from aixiate_core.resources import State
@@ -18,6 +21,8 @@ from aixiate_auth.state import STATE_KEY
 # The shapes of the factory fixtures in this package's conftest, for the tests' annotations.
 #: ``make_auth_app(settings, auth_settings, ...)``
 type AuthAppFactory = Callable[..., FastAPI]
+#: ``app_with(**auth_settings)``: the test's app with other auth settings.
+type AuthAppVariant = Callable[..., FastAPI]
 #: ``make_user(*, password=PASSWORD, **columns)``: a committed user who can log in.
 type UserFactory = Callable[..., Awaitable[User]]
 #: ``login(email, password=PASSWORD)``: the token pair as JSON.
@@ -37,3 +42,20 @@ def expose_auth_state(app: list[FastAPI]) -> Extension:
         yield {}
 
     return extend
+
+
+def jwt_part(token: str, index: int) -> dict[str, Any]:
+    """A JWT's header (0) or claims (1), read without verifying anything."""
+    part = token.split(".")[index]
+    decoded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    return decoded
+
+
+def kid_of(token: str) -> str:
+    """The id of the key that signed ``token``."""
+    return str(jwt_part(token, 0)["kid"])
+
+
+def session_id_of(token: str) -> UUID:
+    """The session an access token belongs to."""
+    return UUID(jwt_part(token, 1)["sid"])
