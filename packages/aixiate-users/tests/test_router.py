@@ -16,7 +16,13 @@ from aixiate_users.events import UserDeactivated, UserDeleted, UserRolesChanged
 from aixiate_users.models import User
 from aixiate_users.passwords import Passwords
 from aixiate_users.repository import UserRepository
-from aixiate_users.testing import PASSWORD, create_user, create_user_with_password
+from aixiate_users.testing import (
+    PASSWORD,
+    USER_FIELDS,
+    audit_events,
+    create_user,
+    create_user_with_password,
+)
 from fastapi import FastAPI
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -28,17 +34,6 @@ type Account = Callable[..., Awaitable[User]]
 
 USERS = "/api/v1/users"
 CONFIRM = "/api/v1/auth/confirm-email"
-USER_KEYS = {
-    "id",
-    "email",
-    "full_name",
-    "roles",
-    "is_active",
-    "is_verified",
-    "mfa_enabled",
-    "created_at",
-    "updated_at",
-}
 NOBODY = str(uuid4())
 
 ADMIN_ROUTES = [
@@ -81,11 +76,6 @@ async def change_email(
     return await client.post(
         f"{USERS}/me/email", json={"new_email": new_email, "password": password}, headers=headers
     )
-
-
-async def audit_events(session: AsyncSession, event_type: str) -> list[AuditEvent]:
-    statement = select(AuditEvent).where(col(AuditEvent.event_type) == event_type)
-    return list((await session.exec(statement)).all())
 
 
 def assert_refusal(
@@ -171,7 +161,7 @@ class TestReadMe:
 
         assert response.status_code == 200
         body = response.json()
-        assert set(body) == USER_KEYS
+        assert set(body) == USER_FIELDS
         assert body["id"] == str(user.id)
         assert body["email"] == "me@example.com"
         assert body["roles"] == ["support"]
@@ -192,7 +182,7 @@ class TestUpdateMe:
 
         assert response.status_code == 200, response.text
         assert response.json()["full_name"] == "After"
-        assert set(response.json()) == USER_KEYS
+        assert set(response.json()) == USER_FIELDS
         await session.refresh(user)
         assert user.full_name == "After"
         assert user.updated_at >= before
@@ -345,7 +335,7 @@ class TestEmailChange:
         assert confirmed.status_code == 200, confirmed.text
         assert confirmed.json()["email"] == "new@example.com"
         assert confirmed.json()["is_verified"] is True
-        assert set(confirmed.json()) == USER_KEYS
+        assert set(confirmed.json()) == USER_FIELDS
         me = await client.get(f"{USERS}/me", headers=headers)
         assert me.json()["email"] == "new@example.com"
         assert [type(event).__name__ for event in published] == ["UserEmailChanged"]
@@ -619,7 +609,7 @@ class TestAdminList:
             assert response.status_code == 200, response.text
             body = response.json()
             assert set(body) == {"items", "next_cursor"}
-            assert all(set(item) == USER_KEYS for item in body["items"])
+            assert all(set(item) == USER_FIELDS for item in body["items"])
             seen += [item["id"] for item in body["items"]]
             if body["next_cursor"] is None:
                 break
@@ -736,7 +726,7 @@ class TestAdminCreate:
 
         assert response.status_code == 201, response.text
         body = response.json()
-        assert set(body) == USER_KEYS
+        assert set(body) == USER_FIELDS
         assert (body["email"], body["roles"], body["is_verified"], body["is_active"]) == (
             "fresh@example.com",
             ["ops"],
@@ -845,7 +835,7 @@ class TestAdminReadUpdateDelete:
         response = await client.get(f"{USERS}/{user.id}", headers=login(admin))
 
         assert response.status_code == 200
-        assert set(response.json()) == USER_KEYS
+        assert set(response.json()) == USER_FIELDS
         assert response.json()["id"] == str(user.id)
 
     @pytest.mark.parametrize(

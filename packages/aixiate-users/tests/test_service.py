@@ -5,7 +5,6 @@ from uuid import UUID, uuid4
 
 import bcrypt
 import pytest
-from aixiate_audit.models import AuditEvent
 from aixiate_core.db import utc_now
 from aixiate_core.email import EmailMessage
 from aixiate_core.events import DomainEvents
@@ -42,17 +41,12 @@ from aixiate_users.schemas import (
     UserUpdate,
 )
 from aixiate_users.settings import UsersSettings
-from aixiate_users.testing import create_user
+from aixiate_users.testing import audit_events, create_user
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 PASSWORD = "correct horse battery staple"
-
-
-async def audit_events(session: AsyncSession, event_type: str) -> list[AuditEvent]:
-    statement = select(AuditEvent).where(col(AuditEvent.event_type) == event_type)
-    return list((await session.exec(statement)).all())
 
 
 def own_sessions(session: AsyncSession) -> async_sessionmaker[AsyncSession]:
