@@ -20,7 +20,14 @@ from aixiate_auth.router import admin_router, jwks_router
 from aixiate_auth.router import router as auth_router
 from aixiate_auth.settings import AuthSettings
 from aixiate_auth.state import AuthState, auth_extension
-from aixiate_auth.testing import AuthAppFactory, EmailFactory, Login, UserFactory, expose_auth_state
+from aixiate_auth.testing import (
+    AuthAppFactory,
+    AuthAppVariant,
+    EmailFactory,
+    Login,
+    UserFactory,
+    expose_auth_state,
+)
 from aixiate_core.app import API_PREFIX, assemble, static_state
 from aixiate_core.db import create_sessionmaker
 from aixiate_core.email_templates import EmailTemplates
@@ -81,14 +88,9 @@ def auth_settings() -> AuthSettings:
 
 
 @pytest.fixture
-def users_settings() -> UsersSettings:
-    """Cheap argon2 parameters."""
-    return fast_users_settings()
-
-
-@pytest.fixture
-def passwords(users_settings: UsersSettings) -> Iterator[Passwords]:
-    with fast_passwords(users_settings) as service:
+def passwords() -> Iterator[Passwords]:
+    """Cheap argon2 parameters (``fast_users_settings``)."""
+    with fast_passwords() as service:
         yield service
 
 
@@ -184,6 +186,13 @@ def make_auth_app(store: KeyValueStore) -> AuthAppFactory:
         return build_auth_app(settings, auth_settings, store=store, users_settings=users_settings)
 
     return make
+
+
+@pytest.fixture
+def app_with(make_auth_app: AuthAppFactory, app_settings: Settings) -> AuthAppVariant:
+    """``app_with(**auth_settings)``: an app like ``auth_app``, sharing the test's store,
+    with other auth settings."""
+    return lambda **overrides: make_auth_app(app_settings, fast_auth_settings(**overrides))
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from aixiate_auth.client import JWKSTokenVerifier
 from aixiate_auth.services import keys
 from aixiate_auth.settings import AuthSettings
 from aixiate_auth.state import AuthState
-from aixiate_auth.testing import AuthAppFactory
+from aixiate_auth.testing import AuthAppFactory, kid_of
 from aixiate_core.crypto import SecretBox
 from aixiate_core.db import create_engine, create_sessionmaker
 from aixiate_core.errors import (
@@ -39,12 +39,6 @@ LOGIN = "/api/v1/auth/login"
 LOGOUT = "/api/v1/auth/logout"
 JWKS_PATH = "/.well-known/jwks.json"
 JWKS_URL = f"http://aixiate.test{JWKS_PATH}"
-
-
-def kid_of(token: str) -> str:
-    part = token.split(".")[0]
-    kid: str = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))["kid"]
-    return kid
 
 
 class Clock:

@@ -2,7 +2,6 @@
 by another process. Each test gets a database of its own (``own_settings``)."""
 
 import asyncio
-import base64
 import json
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
@@ -18,7 +17,7 @@ from aixiate_auth.models import SigningKey
 from aixiate_auth.services import keys
 from aixiate_auth.settings import AuthSettings
 from aixiate_auth.state import AuthState
-from aixiate_auth.testing import AuthAppFactory
+from aixiate_auth.testing import AuthAppFactory, kid_of, session_id_of
 from aixiate_core.crypto import DecryptionError, SecretBox
 from aixiate_core.db import create_engine, create_sessionmaker, utc_now
 from aixiate_core.settings import Settings
@@ -31,19 +30,6 @@ from sqlmodel import col, select
 LOGIN = "/api/v1/auth/login"
 ME = "/api/v1/users/me"
 JWKS = "/.well-known/jwks.json"
-
-
-def kid_of(token: str) -> str:
-    part = token.split(".")[0]
-    header = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
-    kid: str = header["kid"]
-    return kid
-
-
-def sid_of(token: str) -> UUID:
-    part = token.split(".")[1]
-    claims = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
-    return UUID(claims["sid"])
 
 
 def box_for(settings: Settings) -> SecretBox:
@@ -283,7 +269,7 @@ class TestRotationElsewhere:
             kid=loaded.kid,
             key=loaded.key,
             user_id=user_id,
-            session_id=sid_of(live),
+            session_id=session_id_of(live),
             roles=[],
         )
         return token, loaded.kid

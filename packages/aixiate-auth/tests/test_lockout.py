@@ -10,11 +10,10 @@ from uuid import uuid4
 
 import httpx
 import pytest
-from aixiate_audit.models import AuditEvent
 from aixiate_auth.lockout import Lock, Lockout
 from aixiate_auth.settings import AuthSettings
 from aixiate_auth.state import AuthState
-from aixiate_auth.testing import AuthAppFactory, UserFactory
+from aixiate_auth.testing import AuthAppVariant, UserFactory
 from aixiate_core.settings import Settings
 from aixiate_core.store import KeyValueStore, RedisStore
 from aixiate_core.testing import (
@@ -22,18 +21,15 @@ from aixiate_core.testing import (
     Sessions,
     TcpProxy,
     assert_problem,
-    delete_prefixed,
+    forget_prefixed,
+    proxied,
     redis_server_url,
     serve,
     serve_from,
-    target_of,
-    url_through,
 )
 from aixiate_users.passwords import PasswordCheck
-from aixiate_users.testing import PASSWORD, WRONG_PASSWORD
+from aixiate_users.testing import PASSWORD, WRONG_PASSWORD, audit_events
 from fastapi import FastAPI
-from redis.asyncio import Redis
-from sqlmodel import col, select
 
 LOGIN = "/api/v1/auth/login"
 TOKEN = "/api/v1/auth/token"
@@ -65,15 +61,6 @@ async def lock(api: httpx.AsyncClient, email: str) -> int:
     locking = await attempt(api, email)
     assert_problem(locking, 429, "account_locked")
     return int(locking.headers["retry-after"])
-
-
-async def events_of(db: Sessions, event_type: str, target: object = None) -> list[AuditEvent]:
-    async with db() as session:
-        statement = select(AuditEvent).where(col(AuditEvent.event_type) == event_type)
-        if target is not None:
-            statement = statement.where(col(AuditEvent.target_id) == str(target))
-        rows = await session.exec(statement.order_by(col(AuditEvent.occurred_at)))
-        return list(rows.all())
 
 
 class CountingVerify:
@@ -195,7 +182,7 @@ class TestLocking:
         assert statuses.count(401) >= 4
         assert statuses.count(429) >= 1
         assert set(statuses) == {401, 429}
-        (locked,) = await events_of(db, "auth.account.locked", user.id)
+        (locked,) = await audit_events(db, "auth.account.locked", about=user.id)
         assert locked.data["level"] == 1
         assert_problem(await attempt(api, user.email, PASSWORD), 429, "account_locked")
         assert (await attempt(api, user.email, PASSWORD)).headers["retry-after"] == "60"
@@ -299,7 +286,7 @@ class TestAuditAndEmail:
         clock.advance(60)
         await lock(api, user.email)
 
-        locked = await events_of(db, "auth.account.locked", user.id)
+        locked = await audit_events(db, "auth.account.locked", about=user.id)
         assert [(e.success, e.reason, e.data) for e in locked] == [
             (False, "too_many_failures", {"level": 1, "seconds": 60}),
             (False, "too_many_failures", {"level": 2, "seconds": 120}),
@@ -318,7 +305,7 @@ class TestAuditAndEmail:
         await lock(api, user.email)
         await attempt(api, user.email, PASSWORD)
 
-        failed = await events_of(db, "auth.login.failed", user.id)
+        failed = await audit_events(db, "auth.login.failed", about=user.id)
 
         assert [e.reason for e in failed] == ["bad_password"] * 5 + ["locked"]
         assert all(e.success is False and e.actor_id == user.id for e in failed)
@@ -327,11 +314,11 @@ class TestAuditAndEmail:
         self, api: httpx.AsyncClient, db: Sessions, mailbox: Any, clock: FakeClock
     ) -> None:
         unknown = f"ghost-{time.time_ns()}@example.com"
-        before = len(await events_of(db, "auth.account.locked"))
+        before = len(await audit_events(db, "auth.account.locked"))
 
         await lock(api, unknown)
 
-        assert len(await events_of(db, "auth.account.locked")) == before
+        assert len(await audit_events(db, "auth.account.locked")) == before
         assert await mailbox.to(unknown) == []
 
 
@@ -374,7 +361,7 @@ class TestUnlock:
         response = await api.post(f"{USERS}/{user.id}/unlock", headers=headers)
 
         assert response.status_code == 204
-        (event,) = await events_of(db, "admin.user.unlocked", user.id)
+        (event,) = await audit_events(db, "admin.user.unlocked", about=user.id)
         assert event.actor_id == admin.id
 
     async def test_admin_unlock_clears_the_lock_at_once(
@@ -388,10 +375,10 @@ class TestUnlock:
 
         assert unlocked.status_code == 204, unlocked.text
         assert (await attempt(api, user.email, PASSWORD)).status_code == 200
-        (event,) = await events_of(db, "auth.account.unlocked", user.id)
+        (event,) = await audit_events(db, "auth.account.unlocked", about=user.id)
         assert event.data == {"was_locked": True}
         assert event.request_id == unlocked.headers["x-request-id"]
-        assert len(await events_of(db, "admin.user.unlocked", user.id)) == 1
+        assert len(await audit_events(db, "admin.user.unlocked", about=user.id)) == 1
 
     async def test_unlock_also_forgets_the_escalation_and_failures(
         self, api: httpx.AsyncClient, make_user: UserFactory, clock: FakeClock
@@ -417,7 +404,7 @@ class TestUnlock:
         response = await api.post(f"{USERS}/{user.id}/unlock", headers=headers)
 
         assert response.status_code == 204
-        (event,) = await events_of(db, "auth.account.unlocked", user.id)
+        (event,) = await audit_events(db, "auth.account.unlocked", about=user.id)
         assert event.data == {"was_locked": False}
 
     async def test_password_reset_unlocks(
@@ -441,16 +428,9 @@ class TestUnlock:
 
 class TestSettings:
     async def test_thresholds_are_settings(
-        self,
-        make_auth_app: AuthAppFactory,
-        app_settings: Settings,
-        make_auth_settings: Callable[..., AuthSettings],
-        make_user: UserFactory,
+        self, app_with: AuthAppVariant, make_user: UserFactory
     ) -> None:
-        strict = make_auth_settings(
-            lockout_max_failures=2, lockout_base_seconds=30, lockout_max_seconds=45
-        )
-        app = make_auth_app(app_settings, strict)
+        app = app_with(lockout_max_failures=2, lockout_base_seconds=30, lockout_max_seconds=45)
         user = await make_user()
         async with serve(app) as client:
             app.state.auth.lockout.clock = clock = FakeClock()
@@ -464,13 +444,9 @@ class TestSettings:
         assert retry == "45"
 
     async def test_disabled_lockout_never_locks(
-        self,
-        make_auth_app: AuthAppFactory,
-        app_settings: Settings,
-        make_auth_settings: Callable[..., AuthSettings],
-        make_user: UserFactory,
+        self, app_with: AuthAppVariant, make_user: UserFactory
     ) -> None:
-        app = make_auth_app(app_settings, make_auth_settings(lockout_enabled=False))
+        app = app_with(lockout_enabled=False)
         user = await make_user()
         async with serve(app) as client:
             answers = await fail(client, user.email, 8)
@@ -522,27 +498,28 @@ class TestStoreOutage:
     on the run's Redis, or (without one) at an address where nothing answers."""
 
     @pytest.fixture
-    async def proxy(self) -> AsyncIterator[TcpProxy | None]:
+    async def proxied_redis(self) -> AsyncIterator[tuple[TcpProxy, str] | None]:
+        """A proxy to the run's Redis and the URL through it; None without one."""
         redis_url = redis_server_url()
         if redis_url is None:
             yield None
             return
-        proxy = TcpProxy(*target_of(redis_url, 6379))
-        await proxy.start()
-        yield proxy
-        await proxy.stop()
+        async with proxied(redis_url, 6379) as through:
+            yield through
 
     @pytest.fixture
-    async def store(self, settings: Settings, proxy: TcpProxy | None) -> AsyncIterator[RedisStore]:
-        redis_url = redis_server_url()
-        url = url_through(redis_url, proxy) if redis_url and proxy else DEAD_REDIS
+    def proxy(self, proxied_redis: tuple[TcpProxy, str] | None) -> TcpProxy | None:
+        return proxied_redis[0] if proxied_redis else None
+
+    @pytest.fixture
+    async def store(
+        self, settings: Settings, proxied_redis: tuple[TcpProxy, str] | None
+    ) -> AsyncIterator[RedisStore]:
+        url = proxied_redis[1] if proxied_redis else DEAD_REDIS
         cut = RedisStore.from_settings(settings.model_copy(update={"redis_url": url}))
         yield cut
         await cut.close()
-        if redis_url is not None:
-            direct = Redis.from_url(redis_url)
-            await delete_prefixed(direct, settings.redis_key_prefix)
-            await direct.aclose()
+        await forget_prefixed(redis_server_url(), settings.redis_key_prefix)
 
     @pytest.mark.parametrize(
         ("mode", "status", "code"),
@@ -550,9 +527,7 @@ class TestStoreOutage:
     )
     async def test_unreachable_store_follows_the_fail_mode(
         self,
-        make_auth_app: AuthAppFactory,
-        app_settings: Settings,
-        make_auth_settings: Callable[..., AuthSettings],
+        app_with: AuthAppVariant,
         make_user: UserFactory,
         proxy: TcpProxy | None,
         mode: str,
@@ -560,7 +535,7 @@ class TestStoreOutage:
         code: str,
     ) -> None:
         user = await make_user()
-        app = make_auth_app(app_settings, make_auth_settings(lockout_fail_mode=mode))
+        app = app_with(lockout_fail_mode=mode)
         async with serve(app) as client:
             if proxy is not None:
                 await proxy.stop()
@@ -573,17 +548,12 @@ class TestStoreOutage:
 
     @pytest.mark.skipif(redis_server_url() is None, reason="set AIXIATE_TEST_REDIS_URL")
     async def test_unlock_without_the_store_is_503(
-        self,
-        make_auth_app: AuthAppFactory,
-        app_settings: Settings,
-        make_auth_settings: Callable[..., AuthSettings],
-        make_user: UserFactory,
-        proxy: TcpProxy | None,
+        self, app_with: AuthAppVariant, make_user: UserFactory, proxy: TcpProxy | None
     ) -> None:
         # Fail-open lets the admin log in without the store's lockout check; the unlock
         # itself must not claim success it did not have.
         user = await make_user()
-        app = make_auth_app(app_settings, make_auth_settings(lockout_fail_mode="fail_open"))
+        app = app_with(lockout_fail_mode="fail_open")
         async with serve(app) as client:
             headers = await admin_token(client, make_user)
             if proxy is not None:
@@ -594,16 +564,11 @@ class TestStoreOutage:
 
     @pytest.mark.skipif(redis_server_url() is None, reason="set AIXIATE_TEST_REDIS_URL")
     async def test_recovers_when_redis_returns(
-        self,
-        make_auth_app: AuthAppFactory,
-        app_settings: Settings,
-        auth_settings: AuthSettings,
-        make_user: UserFactory,
-        proxy: TcpProxy | None,
+        self, app_with: AuthAppVariant, make_user: UserFactory, proxy: TcpProxy | None
     ) -> None:
         assert proxy is not None
         user = await make_user()
-        async with serve(make_auth_app(app_settings, auth_settings)) as client:
+        async with serve(app_with()) as client:
             before = await fail(client, user.email, 2)
             await proxy.stop()
             during = await fail(client, user.email, 2)

@@ -1,6 +1,5 @@
 """Login over HTTP: ``POST /auth/login`` and the OAuth2 password form ``POST /auth/token``."""
 
-import base64
 import json
 from collections.abc import Callable
 from typing import Any
@@ -9,14 +8,12 @@ from uuid import UUID
 import bcrypt
 import httpx
 import pytest
-from aixiate_audit.models import AuditEvent
 from aixiate_auth.models import AuthSession
 from aixiate_auth.settings import AuthSettings
-from aixiate_auth.testing import AuthAppFactory, UserFactory
-from aixiate_core.settings import Settings
+from aixiate_auth.testing import AuthAppVariant, UserFactory, jwt_part
 from aixiate_core.testing import Sessions, assert_problem, bearer, serve
 from aixiate_users.models import User
-from aixiate_users.testing import PASSWORD
+from aixiate_users.testing import PASSWORD, audit_events
 from argon2 import PasswordHasher
 from argon2 import Type as Argon2Type
 from sqlmodel import col, select
@@ -36,26 +33,11 @@ TOKEN_PAIR_FIELDS = {
 CHEAP_ARGON2 = "$argon2id$v=19$m=1024,t=1,p=1$"
 
 
-def segment(token: str, index: int) -> dict[str, Any]:
-    """A JWT's header (0) or claims (1), read without verification."""
-    part = token.split(".")[index]
-    decoded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
-    return decoded
-
-
 async def stored_user(db: Sessions, user_id: UUID) -> User:
     async with db() as session:
         user = await session.get(User, user_id)
     assert user is not None
     return user
-
-
-async def audit_of_request(db: Sessions, response: httpx.Response) -> list[AuditEvent]:
-    async with db() as session:
-        statement = select(AuditEvent).where(
-            AuditEvent.request_id == response.headers["x-request-id"]
-        )
-        return list((await session.exec(statement)).all())
 
 
 async def sessions_of(db: Sessions, user_id: UUID) -> list[AuthSession]:
@@ -98,8 +80,8 @@ class TestLogin:
 
         pair = (await api.post(LOGIN, json={"email": user.email, "password": PASSWORD})).json()
 
-        header = segment(pair["access_token"], 0)
-        claims = segment(pair["access_token"], 1)
+        header = jwt_part(pair["access_token"], 0)
+        claims = jwt_part(pair["access_token"], 1)
         assert header["alg"] == "ES256"
         jwks = (await api.get(JWKS)).json()
         assert header["kid"] in {key["kid"] for key in jwks["keys"]}
@@ -143,7 +125,9 @@ class TestLogin:
         first = (await api.post(LOGIN, json={"email": user.email, "password": PASSWORD})).json()
         second = (await api.post(LOGIN, json={"email": user.email, "password": PASSWORD})).json()
 
-        assert segment(first["access_token"], 1)["sid"] != segment(second["access_token"], 1)["sid"]
+        assert (
+            jwt_part(first["access_token"], 1)["sid"] != jwt_part(second["access_token"], 1)["sid"]
+        )
         assert first["refresh_token"] != second["refresh_token"]
         stored = await sessions_of(db, user.id)
         assert len(stored) == 2
@@ -188,16 +172,11 @@ class TestRefusals:
         assert "access_token" not in right.text
 
     async def test_unverified_account_may_log_in_when_verification_is_not_required(
-        self,
-        make_auth_app: AuthAppFactory,
-        app_settings: Settings,
-        make_auth_settings: Callable[..., AuthSettings],
-        make_user: UserFactory,
+        self, app_with: AuthAppVariant, make_user: UserFactory
     ) -> None:
         user = await make_user(is_verified=False)
-        app = make_auth_app(app_settings, make_auth_settings(require_email_verification=False))
 
-        async with serve(app) as client:
+        async with serve(app_with(require_email_verification=False)) as client:
             response = await client.post(LOGIN, json={"email": user.email, "password": PASSWORD})
 
         assert response.status_code == 200, response.text
@@ -274,7 +253,7 @@ class TestAudit:
             headers={"User-Agent": "audit-test/1.0"},
         )
 
-        (event,) = await audit_of_request(db, response)
+        (event,) = await audit_events(db, response=response)
         assert event.event_type == "auth.login.succeeded"
         assert event.success is True
         assert event.actor_id == user.id
@@ -282,7 +261,7 @@ class TestAudit:
         assert event.target_id == str(user.id)
         assert event.ip == "203.0.113.7"
         assert event.user_agent == "audit-test/1.0"
-        assert event.data["session_id"] == segment(response.json()["access_token"], 1)["sid"]
+        assert event.data["session_id"] == jwt_part(response.json()["access_token"], 1)["sid"]
         assert event.data["rehashed"] is False
 
     @pytest.mark.parametrize(
@@ -308,7 +287,7 @@ class TestAudit:
         response = await api.post(LOGIN, json={"email": user.email, "password": password})
 
         assert response.status_code == status
-        (event,) = await audit_of_request(db, response)
+        (event,) = await audit_events(db, response=response)
         assert event.event_type == "auth.login.failed"
         assert event.success is False
         assert event.reason == reason
@@ -323,7 +302,7 @@ class TestAudit:
 
         response = await api.post(LOGIN, json={"email": email, "password": PASSWORD})
 
-        (event,) = await audit_of_request(db, response)
+        (event,) = await audit_events(db, response=response)
         assert event.event_type == "auth.login.failed"
         assert event.reason == "unknown_user"
         assert event.actor_id is None
@@ -388,7 +367,7 @@ class TestRehash:
         stored = await stored_user(db, user.id)
         assert stored.password_hash is not None
         assert stored.password_hash.startswith(CHEAP_ARGON2)
-        (event,) = await audit_of_request(db, response)
+        (event,) = await audit_events(db, response=response)
         assert event.data["rehashed"] is True
         again = await api.post(LOGIN, json={"email": user.email, "password": PASSWORD})
         assert again.status_code == 200

@@ -6,7 +6,6 @@ import json
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
-from uuid import UUID
 
 import httpx
 import pytest
@@ -18,7 +17,7 @@ from aixiate_core.settings import Settings
 from aixiate_core.testing import Sessions, assert_problem, bearer
 from aixiate_core.testing.mail import Mailbox, link_token
 from aixiate_users.models import ActionToken, User
-from aixiate_users.testing import PASSWORD
+from aixiate_users.testing import PASSWORD, audit_events
 from sqlalchemy import update
 from sqlmodel import col, select
 
@@ -72,16 +71,6 @@ def forgot(api: httpx.AsyncClient, mailbox: Mailbox) -> Callable[[str], Awaitabl
         return await reset_link_token(mailbox, email)
 
     return ask
-
-
-async def events(db: Sessions, event_type: str, target_id: UUID) -> list[AuditEvent]:
-    async with db() as session:
-        statement = (
-            select(AuditEvent)
-            .where(AuditEvent.event_type == event_type)
-            .where(AuditEvent.target_id == str(target_id))
-        )
-        return list((await session.exec(statement)).all())
 
 
 async def reset_refusals(db: Sessions, *responses: httpx.Response) -> list[AuditEvent]:
@@ -139,7 +128,7 @@ class TestForgot:
         assert token in message.html
         assert "Ada Lovelace" in message.text
         assert token not in response.text
-        assert len(await events(db, "auth.password.forgot", user.id)) == 1
+        assert len(await audit_events(db, "auth.password.forgot", about=user.id)) == 1
 
     async def test_same_answer_for_unknown_inactive_and_known_addresses(
         self,
@@ -205,7 +194,7 @@ class TestReset:
             refreshed = await api.post(REFRESH, json={"refresh_token": pair["refresh_token"]})
             assert_problem(refreshed, 401, "invalid_token")
         assert len(await mailbox.to(user.email, "password_changed")) == 1
-        (event,) = await events(db, "auth.password.reset", user.id)
+        (event,) = await audit_events(db, "auth.password.reset", about=user.id)
         assert event.data["sessions_revoked"] == 2
 
     async def test_token_works_once(
@@ -349,7 +338,7 @@ class TestChange:
         assert await login_status(api, user.email, NEW_PASSWORD) == 200
         (notice,) = await mailbox.to(user.email, "password_changed")
         assert NEW_PASSWORD not in notice.text
-        (event,) = await events(db, "auth.password.changed", user.id)
+        (event,) = await audit_events(db, "auth.password.changed", about=user.id)
         assert event.data["sessions_revoked"] == 2
 
     async def test_wrong_current_password(
@@ -371,7 +360,7 @@ class TestChange:
         assert (await me(api, current)).status_code == 200
         assert (await me(api, other)).status_code == 200
         assert await mailbox.to(user.email, "password_changed") == []
-        (event,) = await events(db, "auth.password.change.failed", user.id)
+        (event,) = await audit_events(db, "auth.password.change.failed", about=user.id)
         assert event.success is False
 
     async def test_weak_new_password_changes_nothing(

@@ -23,7 +23,7 @@ from aixiate_users.models import ActionToken, User
 from aixiate_users.passwords import Passwords
 from aixiate_users.repository import normalize_email
 from aixiate_users.settings import UsersSettings
-from aixiate_users.testing import PASSWORD
+from aixiate_users.testing import PASSWORD, USER_FIELDS, audit_events, fast_users_settings
 from fastapi import FastAPI
 from markupsafe import escape
 from pydantic import SecretStr
@@ -34,17 +34,6 @@ from sqlmodel import col, select
 REGISTER = "/api/v1/auth/register"
 VERIFY = "/api/v1/auth/verify-email"
 RESEND = "/api/v1/auth/verify-email/resend"
-USER_FIELDS = {
-    "id",
-    "email",
-    "full_name",
-    "roles",
-    "is_active",
-    "is_verified",
-    "mfa_enabled",
-    "created_at",
-    "updated_at",
-}
 
 type AppFactory = Callable[[Settings, AuthSettings, Passwords], FastAPI]
 
@@ -58,16 +47,6 @@ async def user_by_email(engine: AsyncEngine, email: str) -> User | None:
 async def users_with_email(engine: AsyncEngine, email: str) -> list[User]:
     async with create_sessionmaker(engine)() as session:
         statement = select(User).where(User.email == normalize_email(email))
-        return list((await session.exec(statement)).all())
-
-
-async def audit_events(engine: AsyncEngine, event_type: str, target_id: object) -> list[AuditEvent]:
-    async with create_sessionmaker(engine)() as session:
-        statement = (
-            select(AuditEvent)
-            .where(AuditEvent.event_type == event_type)
-            .where(AuditEvent.target_id == str(target_id))
-        )
         return list((await session.exec(statement)).all())
 
 
@@ -158,7 +137,7 @@ class TestRegister:
         assert "24 hours" in mail.message.text
         assert "Ada Lovelace" in mail.message.text
         assert mail.token in mail.message.html
-        (event,) = await audit_events(engine, "user.registered", user.id)
+        (event,) = await audit_events(engine, "user.registered", about=user.id)
         assert event.actor_id == user.id
         assert event.target_type == "user"
         assert event.success is True
@@ -217,7 +196,7 @@ class TestRegister:
         assert "Owner" in notices[0].message.text
         assert "token=" not in notices[0].message.text
         assert len(await mailbox.to(email, "verify_email")) == 1
-        (event,) = await audit_events(engine, "user.register.duplicate", original.id)
+        (event,) = await audit_events(engine, "user.register.duplicate", about=original.id)
         assert event.success is False
         assert event.reason == "email_taken"
         assert event.actor_id is None
@@ -296,10 +275,9 @@ class TestRegisterCost:
         make_app: AppFactory,
         app_settings: Settings,
         auth_settings: AuthSettings,
-        users_settings: UsersSettings,
         new_email: EmailFactory,
     ) -> None:
-        passwords = CountingPasswords(users_settings)
+        passwords = CountingPasswords(fast_users_settings())
         email = new_email()
         try:
             async with serve(make_app(app_settings, auth_settings, passwords)) as client:
@@ -430,7 +408,7 @@ class TestVerifyEmail:
         stored = await user_by_email(engine, email)
         assert stored is not None
         assert stored.is_verified is True
-        (event,) = await audit_events(engine, "user.email.verified", stored.id)
+        (event,) = await audit_events(engine, "user.email.verified", about=stored.id)
         assert event.actor_id == stored.id
         assert stored.password_hash is not None
         http.assert_never_shown(PASSWORD, stored.password_hash, token)
@@ -617,8 +595,8 @@ class TestConcurrentRegistration:
         assert len(users) == 1
         assert len(await mailbox.to(email, "verify_email")) == 1
         assert len(await mailbox.to(email, "account_exists")) == 49
-        assert len(await audit_events(engine, "user.registered", users[0].id)) == 1
-        assert len(await audit_events(engine, "user.register.duplicate", users[0].id)) == 49
+        assert len(await audit_events(engine, "user.registered", about=users[0].id)) == 1
+        assert len(await audit_events(engine, "user.register.duplicate", about=users[0].id)) == 49
 
 
 class TestDelivery:

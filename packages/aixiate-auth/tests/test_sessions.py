@@ -4,7 +4,6 @@ that every app instance sees on the very next request."""
 import asyncio
 import base64
 import json
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -14,15 +13,15 @@ import pytest
 from aixiate_audit.models import AuditEvent
 from aixiate_auth.models import AuthSession
 from aixiate_auth.settings import AuthSettings
-from aixiate_auth.testing import AuthAppFactory, Login, UserFactory
+from aixiate_auth.testing import AuthAppFactory, AuthAppVariant, Login, UserFactory, session_id_of
 from aixiate_core.db import utc_now
 from aixiate_core.settings import Settings
 from aixiate_core.store import KeyValueStore
 from aixiate_core.testing import Sessions, assert_problem, bearer, serve
 from aixiate_users.models import User
-from aixiate_users.testing import PASSWORD
+from aixiate_users.testing import PASSWORD, audit_events
 from sqlalchemy import update
-from sqlmodel import col, select
+from sqlmodel import col
 
 LOGIN = "/api/v1/auth/login"
 REFRESH = "/api/v1/auth/refresh"
@@ -31,12 +30,6 @@ LOGOUT_ALL = "/api/v1/auth/logout-all"
 SESSIONS = "/api/v1/auth/sessions"
 ME = "/api/v1/users/me"
 USERS = "/api/v1/users"
-
-
-def session_id_of(access_token: str) -> UUID:
-    part = access_token.split(".")[1]
-    claims = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
-    return UUID(claims["sid"])
 
 
 def liveness_key(session_id: UUID) -> str:
@@ -62,32 +55,12 @@ async def set_session(db: Sessions, session_id: UUID, **values: Any) -> None:
         )
 
 
-async def events_about(db: Sessions, event_type: str, target_id: object) -> list[AuditEvent]:
-    async with db() as session:
-        statement = (
-            select(AuditEvent)
-            .where(AuditEvent.event_type == event_type)
-            .where(AuditEvent.target_id == str(target_id))
-        )
-        return list((await session.exec(statement)).all())
-
-
-async def events_of(db: Sessions, response: httpx.Response, event_type: str) -> list[AuditEvent]:
-    async with db() as session:
-        statement = (
-            select(AuditEvent)
-            .where(AuditEvent.event_type == event_type)
-            .where(AuditEvent.request_id == response.headers["x-request-id"])
-        )
-        return list((await session.exec(statement)).all())
-
-
 async def refresh_refused(
     db: Sessions, response: httpx.Response, reason: str, user_id: UUID | None
 ) -> AuditEvent:
     """The request's ``auth.refresh.failed`` event, which outlived its rollback."""
     rejected(response)
-    (event,) = await events_of(db, response, "auth.refresh.failed")
+    (event,) = await audit_events(db, "auth.refresh.failed", response=response)
     assert (event.success, event.reason, event.actor_id) == (False, reason, user_id)
     assert event.target_id == (str(user_id) if user_id else None)
     assert event.target_type == ("user" if user_id else None)
@@ -142,14 +115,14 @@ class TestRefresh:
         stored = await stored_session(db, sid)
         assert stored.revoked_at is not None
         assert stored.revoke_reason == "refresh_reused"
-        (event,) = await events_about(db, "auth.refresh.reused", sid)
+        (event,) = await audit_events(db, "auth.refresh.reused", about=sid)
         assert event.success is False
         assert event.actor_id == user.id
         assert event.target_type == "session"
         (alert,) = await mailbox.to(user.email, "session_reuse")
         assert "Grace Hopper" in alert.message.text
         # Reuse has its own event, not a second one as a plain refusal.
-        assert await events_of(db, reused, "auth.refresh.failed") == []
+        assert await audit_events(db, "auth.refresh.failed", response=reused) == []
 
     async def test_reuse_leaves_the_users_other_sessions_alone(
         self, api: httpx.AsyncClient, make_user: UserFactory, login: Login
@@ -415,7 +388,7 @@ class TestRevokeSession:
         listed = (await api.get(SESSIONS, headers=bearer(laptop["access_token"]))).json()
         assert str(phone_sid) not in {item["id"] for item in listed}
         assert (await stored_session(db, phone_sid)).revoke_reason == "user_revoked"
-        assert len(await events_about(db, "auth.session.revoked", phone_sid)) == 1
+        assert len(await audit_events(db, "auth.session.revoked", about=phone_sid)) == 1
 
     async def test_revoking_the_current_session(
         self, api: httpx.AsyncClient, make_user: UserFactory, login: Login
@@ -485,7 +458,7 @@ class TestLogout:
         assert (await api.get(ME, headers=bearer(other["access_token"]))).status_code == 200
         sid = session_id_of(pair["access_token"])
         assert (await stored_session(db, sid)).revoke_reason == "logout"
-        assert len(await events_about(db, "auth.logout", sid)) == 1
+        assert len(await audit_events(db, "auth.logout", about=sid)) == 1
 
     async def test_logout_needs_a_token(self, api: httpx.AsyncClient) -> None:
         assert_problem(await api.post(LOGOUT), 401, "not_authenticated")
@@ -505,7 +478,7 @@ class TestLogout:
             rejected(await api.get(ME, headers=bearer(pair["access_token"])))
             rejected(await api.post(REFRESH, json={"refresh_token": pair["refresh_token"]}))
         assert (await api.get(ME, headers=bearer(theirs["access_token"]))).status_code == 200
-        (event,) = await events_about(db, "auth.logout_all", user.id)
+        (event,) = await audit_events(db, "auth.logout_all", about=user.id)
         assert event.data["sessions_revoked"] == 3
 
 
@@ -605,17 +578,10 @@ class TestUserChanges:
 
 class TestSharedState:
     async def test_logout_on_one_instance_is_refused_by_another_at_once(
-        self,
-        make_auth_app: AuthAppFactory,
-        app_settings: Settings,
-        auth_settings: AuthSettings,
-        make_user: UserFactory,
+        self, app_with: AuthAppVariant, make_user: UserFactory
     ) -> None:
         user = await make_user()
-        async with (
-            serve(make_auth_app(app_settings, auth_settings)) as one,
-            serve(make_auth_app(app_settings, auth_settings)) as two,
-        ):
+        async with serve(app_with()) as one, serve(app_with()) as two:
             pair = (await one.post(LOGIN, json={"email": user.email, "password": PASSWORD})).json()
             assert (await two.get(ME, headers=bearer(pair["access_token"]))).status_code == 200
 
@@ -771,17 +737,11 @@ class PausingStore:
 
 class TestLastUsed:
     async def test_written_at_most_once_per_interval(
-        self,
-        make_auth_app: AuthAppFactory,
-        app_settings: Settings,
-        make_auth_settings: Callable[..., AuthSettings],
-        make_user: UserFactory,
-        db: Sessions,
+        self, app_with: AuthAppVariant, make_user: UserFactory, db: Sessions
     ) -> None:
-        settings = make_auth_settings(session_touch_interval_seconds=3600)
         user = await make_user()
         long_ago = datetime(2020, 1, 1, tzinfo=utc_now().tzinfo)
-        async with serve(make_auth_app(app_settings, settings)) as client:
+        async with serve(app_with(session_touch_interval_seconds=3600)) as client:
             pair = (
                 await client.post(LOGIN, json={"email": user.email, "password": PASSWORD})
             ).json()
@@ -799,17 +759,11 @@ class TestLastUsed:
         assert (await stored_session(db, sid)).last_used_at == long_ago
 
     async def test_each_session_is_touched_on_its_own(
-        self,
-        make_auth_app: AuthAppFactory,
-        app_settings: Settings,
-        make_auth_settings: Callable[..., AuthSettings],
-        make_user: UserFactory,
-        db: Sessions,
+        self, app_with: AuthAppVariant, make_user: UserFactory, db: Sessions
     ) -> None:
-        settings = make_auth_settings(session_touch_interval_seconds=3600)
         user = await make_user()
         long_ago = datetime(2020, 1, 1, tzinfo=utc_now().tzinfo)
-        async with serve(make_auth_app(app_settings, settings)) as client:
+        async with serve(app_with(session_touch_interval_seconds=3600)) as client:
             pairs = [
                 (await client.post(LOGIN, json={"email": user.email, "password": PASSWORD})).json()
                 for _ in range(2)

@@ -18,7 +18,7 @@ import pytest
 from aixiate_auth.access_tokens import encode_access_token
 from aixiate_auth.settings import AuthSettings
 from aixiate_auth.state import AuthState
-from aixiate_auth.testing import Login, UserFactory
+from aixiate_auth.testing import Login, UserFactory, jwt_part
 from aixiate_core.errors import PROBLEM_CONTENT_TYPE
 from aixiate_core.testing import bearer
 from aixiate_users.models import User
@@ -37,12 +37,6 @@ def b64(data: bytes) -> str:
 
 def b64json(value: dict[str, Any]) -> str:
     return b64(json.dumps(value, separators=(",", ":")).encode())
-
-
-def segment(token: str, index: int) -> dict[str, Any]:
-    part = token.split(".")[index]
-    decoded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
-    return decoded
 
 
 def sign(claims: dict[str, Any], key: ECKey, kid: str, **header: Any) -> str:
@@ -69,7 +63,7 @@ class Caller:
         self.user = user
         self.access_token: str = pair["access_token"]
         self.refresh_token: str = pair["refresh_token"]
-        self.claims = segment(self.access_token, 1)
+        self.claims = jwt_part(self.access_token, 1)
         self.runtime = auth_state
 
     @property
@@ -152,7 +146,7 @@ class TestMissingToken:
 
 class TestForgedTokens:
     async def test_alg_none(self, api: httpx.AsyncClient, caller: Caller) -> None:
-        kid = segment(caller.access_token, 0)["kid"]
+        kid = jwt_part(caller.access_token, 0)["kid"]
         for alg in ("none", "None", "NONE"):
             token = f"{b64json({'alg': alg, 'typ': 'JWT', 'kid': kid})}.{b64json(caller.claims)}."
 
