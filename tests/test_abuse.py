@@ -18,7 +18,6 @@ from uuid import uuid4
 
 import httpx
 import pytest
-from aixiate_audit.models import AuditEvent
 from aixiate_auth.settings import AuthSettings
 from aixiate_core.db import create_sessionmaker
 from aixiate_core.settings import Settings
@@ -29,11 +28,10 @@ from aixiate_core.testing import (
     serve_from,
 )
 from aixiate_users.models import User
-from aixiate_users.testing import create_user
+from aixiate_users.testing import audit_events, create_user
 from fastapi import FastAPI
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 PASSWORD = "vivid-otter-harbour-42"
@@ -65,17 +63,6 @@ async def login(client: httpx.AsyncClient, email: str, password: str = WRONG) ->
 def code_of(response: httpx.Response) -> str:
     body: dict[str, Any] = response.json()
     return str(body.get("code", response.status_code))
-
-
-async def events_of(db: Sessions, event_type: str, target: object) -> list[AuditEvent]:
-    async with db() as session:
-        statement = (
-            select(AuditEvent)
-            .where(col(AuditEvent.event_type) == event_type)
-            .where(col(AuditEvent.target_id) == str(target))
-            .order_by(col(AuditEvent.occurred_at))
-        )
-        return list((await session.exec(statement)).all())
 
 
 @pytest.fixture
@@ -201,9 +188,9 @@ class TestTwoProcesses:
 
         assert unlocked.status_code == 204, unlocked.text
         assert (await login(b, email, PASSWORD)).status_code == 200
-        (event,) = await events_of(db, "auth.account.unlocked", user_id)
+        (event,) = await audit_events(db, "auth.account.unlocked", about=user_id)
         assert event.data == {"was_locked": True}
-        locked = await events_of(db, "auth.account.locked", user_id)
+        locked = await audit_events(db, "auth.account.locked", about=user_id)
         assert [e.data["level"] for e in locked] == [1]
 
 
@@ -300,7 +287,9 @@ class TestReplicasWithTheClockInHand:
         assert after.status_code == 200
         # The unlock forgot the escalation as well.
         assert fourth.headers["retry-after"] == "60"
-        levels = [e.data["level"] for e in await events_of(db, "auth.account.locked", user.id)]
+        levels = [
+            e.data["level"] for e in await audit_events(db, "auth.account.locked", about=user.id)
+        ]
         assert levels == [1, 2, 3, 1]
 
 

@@ -28,6 +28,7 @@ from aixiate_core.testing import postgres_server_url, serve
 from aixiate_users import service as users_service
 from aixiate_users.dependencies import CurrentUser
 from aixiate_users.schemas import AdminUserCreate, UserUpdate
+from aixiate_users.testing import audit_events
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
 from sqlalchemy import text
@@ -130,14 +131,6 @@ async def service(settings: Settings, make_service: ServiceFactory) -> AsyncIter
             yield Service(app, client, inbox)
     finally:
         await inbox.engine.dispose()
-
-
-async def events_of(engine: AsyncEngine, response: httpx.Response) -> list[AuditEvent]:
-    async with create_sessionmaker(engine)() as session:
-        statement = select(AuditEvent).where(
-            col(AuditEvent.request_id) == response.headers["x-request-id"]
-        )
-        return list((await session.exec(statement)).all())
 
 
 # --- every state-changing route, with a valid request -----------------------------------
@@ -364,10 +357,10 @@ class TestCoverage:
         self, service: Service, engine: AsyncEngine
     ) -> None:
         responses = await walk(service)
-        silent = [key for key, r in responses.items() if not await events_of(engine, r)]
+        silent = [key for key, r in responses.items() if not await audit_events(engine, response=r)]
         assert silent == []
         # The request id of the event is the response's, as on the log lines.
-        login = await events_of(engine, responses[("POST", f"{API}/auth/login")])
+        login = await audit_events(engine, response=responses[("POST", f"{API}/auth/login")])
         assert [e.event_type for e in login] == ["auth.login.succeeded"]
         assert login[0].ip == "203.0.113.7"
 
@@ -395,7 +388,7 @@ class TestNoSecrets:
         )
         # ... and refused tokens and passwords, each committed on its own.
         refused = await refuse_everything(service, email)
-        failures = [await events_of(engine, response) for response in refused]
+        failures = [await audit_events(engine, response=response) for response in refused]
         assert [[(e.event_type, e.success) for e in found] for found in failures] == [
             [("auth.refresh.failed", False)],
             [("user.email.verify.failed", False)],
@@ -470,7 +463,7 @@ class TestAtomicity:
         done = await service.client.patch(
             f"{API}/users/me", json={"full_name": "Now"}, headers=bearer(pair["access_token"])
         )
-        assert [e.event_type for e in await events_of(engine, done)] == ["user.updated"]
+        assert [e.event_type for e in await audit_events(engine, response=done)] == ["user.updated"]
 
 
 class TestChainUnderLoad:
@@ -491,7 +484,7 @@ class TestChainUnderLoad:
         assert {a.status_code for a in answers} == {401}
         failed = 0
         for answer in answers:
-            failed += len(await events_of(engine, answer))
+            failed += len(await audit_events(engine, response=answer))
         assert failed == 200
         verified = await service.client.get(f"{API}/audit/verify", headers=admin)
         assert verified.json()["ok"] is True, verified.json()
