@@ -12,6 +12,7 @@ from aixiate_core.testing.db import (
     postgres_server_url,
     redis_server_url,
     scratch_database,
+    table_names,
 )
 from aixiate_core.testing.fakes import FakeResend, ResendCall
 from aixiate_core.testing.http import assert_problem, bearer, serve, serve_from
@@ -42,6 +43,7 @@ __all__ = [
     "scratch_database",
     "serve",
     "serve_from",
+    "table_names",
     "target_of",
     "url_through",
 ]

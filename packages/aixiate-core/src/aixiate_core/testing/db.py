@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from redis.asyncio import Redis
-from sqlalchemy import make_url
+from sqlalchemy import inspect, make_url
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -74,6 +74,16 @@ async def scratch_database(directory: Path, prefix: str = "aixiate_scratch") -> 
         yield url
     finally:
         await drop_database(url)
+
+
+async def table_names(url: str) -> list[str]:
+    """The tables of the database at ``url``, as it is now."""
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(lambda sync: inspect(sync).get_table_names())
+    finally:
+        await engine.dispose()
 
 
 def create_schema(url: str) -> None:
