@@ -10,7 +10,6 @@ across two replicas, the admin unlock, and the global ceiling per IP.
 
 import asyncio
 import subprocess
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from typing import Any
@@ -22,25 +21,22 @@ from aixiate_auth.settings import AuthSettings
 from aixiate_core.db import create_sessionmaker
 from aixiate_core.settings import Settings
 from aixiate_core.testing import (
-    delete_prefixed,
+    FakeClock,
+    Sessions,
+    bearer,
     postgres_server_url,
     redis_server_url,
     serve_from,
 )
 from aixiate_users.models import User
-from aixiate_users.testing import audit_events, create_user
+from aixiate_users.testing import PASSWORD, WRONG_PASSWORD, audit_events, create_user
 from fastapi import FastAPI
-from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-PASSWORD = "vivid-otter-harbour-42"
-WRONG = "not-the-password-at-all"
 API = "/api/v1"
 
 type RunCommand = Callable[..., subprocess.CompletedProcess[str]]
 type ServiceFactory = Callable[..., FastAPI]
-type Sessions = async_sessionmaker[AsyncSession]
 
 shared_backends = pytest.mark.skipif(
     postgres_server_url() is None or redis_server_url() is None,
@@ -52,11 +48,9 @@ shared_backends = pytest.mark.skipif(
 )
 
 
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-async def login(client: httpx.AsyncClient, email: str, password: str = WRONG) -> httpx.Response:
+async def login(
+    client: httpx.AsyncClient, email: str, password: str = WRONG_PASSWORD
+) -> httpx.Response:
     return await client.post(f"{API}/auth/login", json={"email": email, "password": password})
 
 
@@ -84,16 +78,6 @@ def service_extra_env() -> dict[str, str]:
         "AIXIATE_RATE_LIMIT_LOGIN_PER_ACCOUNT": "1000/minute",
         "AIXIATE_RATE_LIMIT_PASSWORD_FORGOT_PER_IP": "4/minute",
     }
-
-
-@pytest.fixture
-async def clients(two_service_urls: list[str]) -> AsyncIterator[list[httpx.AsyncClient]]:
-    first, second = two_service_urls
-    async with (
-        httpx.AsyncClient(base_url=first, timeout=10) as a,
-        httpx.AsyncClient(base_url=second, timeout=10) as b,
-    ):
-        yield [a, b]
 
 
 async def signed_up(client: httpx.AsyncClient) -> str:
@@ -195,28 +179,6 @@ class TestTwoProcesses:
 
 
 # --- the in-process service, time in the test's hand ----------------------------------------
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-async def forget_redis(settings: Settings) -> AsyncIterator[None]:
-    yield
-    if settings.redis_url:
-        client = Redis.from_url(settings.redis_url)
-        try:
-            await delete_prefixed(client, settings.redis_key_prefix)
-        finally:
-            await client.aclose()
 
 
 def service(make_service: ServiceFactory, settings: Settings, **overrides: Any) -> FastAPI:

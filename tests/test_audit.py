@@ -4,7 +4,6 @@ holds under concurrency and reveals tampering, and the query APIs show the right
 
 import asyncio
 import json
-import re
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -22,9 +21,9 @@ from aixiate_audit.models import AuditEvent
 from aixiate_audit.repository import AuditRepository
 from aixiate_core.app import API_PREFIX
 from aixiate_core.db import SessionDep, commit, create_engine, create_sessionmaker, utc_now
-from aixiate_core.outbox import Outbox, OutboxEmail
 from aixiate_core.settings import Settings
-from aixiate_core.testing import postgres_server_url, serve
+from aixiate_core.testing import bearer, postgres_server_url, serve
+from aixiate_core.testing.mail import Mailbox, link_token
 from aixiate_users import service as users_service
 from aixiate_users.dependencies import CurrentUser
 from aixiate_users.schemas import AdminUserCreate, UserUpdate
@@ -43,34 +42,24 @@ type ServiceFactory = Callable[..., FastAPI]
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
 
 
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
 def password() -> str:
     return f"audit-{uuid4().hex[:10]}-harbour"
 
 
 class Inbox:
     """The emails the service queued, read from its outbox (no dispatcher runs: on SQLite
-    its writes would race the walk's requests)."""
+    its writes would race the walk's requests), each link handed out once."""
 
     def __init__(self, settings: Settings) -> None:
-        self.outbox = Outbox(settings)
         self.engine = create_engine(settings)
+        self.mailbox = Mailbox(settings, create_sessionmaker(self.engine))
         self._read: set[UUID] = set()
 
     async def token_to(self, address: str, path: str) -> str:
-        async with create_sessionmaker(self.engine)() as session:
-            rows = await session.exec(
-                select(OutboxEmail).where(col(OutboxEmail.payload).is_not(None))
-            )
-            for row in rows.all():
-                message = self.outbox.open(row)
-                match = re.search(rf"/{path}\?token=([A-Za-z0-9_\-]+)", message.text)
-                if row.id not in self._read and message.to == address and match:
-                    self._read.add(row.id)
-                    return match.group(1)
+        for mail in await self.mailbox.to(address):
+            if mail.id not in self._read and f"/{path}?token=" in mail.text:
+                self._read.add(mail.id)
+                return link_token(mail.text, path)
         raise AssertionError(f"no {path} email to {address}")
 
 

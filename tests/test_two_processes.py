@@ -1,13 +1,13 @@
 """Two processes of the real service on one PostgreSQL and one Redis behave as one:
 a session ended on either is refused by the other on the very next request."""
 
-from collections.abc import AsyncIterator
 from typing import Any
 from uuid import uuid4
 
 import httpx
 import pytest
-from aixiate_core.testing import postgres_server_url, redis_server_url
+from aixiate_core.testing import bearer, postgres_server_url, redis_server_url
+from aixiate_users.testing import PASSWORD
 
 pytestmark = pytest.mark.skipif(
     postgres_server_url() is None or redis_server_url() is None,
@@ -17,22 +17,7 @@ pytestmark = pytest.mark.skipif(
     ),
 )
 
-PASSWORD = "vivid-otter-harbour-42"
 API = "/api/v1"
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-@pytest.fixture
-async def clients(two_service_urls: list[str]) -> AsyncIterator[list[httpx.AsyncClient]]:
-    first, second = two_service_urls
-    async with (
-        httpx.AsyncClient(base_url=first, timeout=10) as a,
-        httpx.AsyncClient(base_url=second, timeout=10) as b,
-    ):
-        yield [a, b]
 
 
 async def signed_up(client: httpx.AsyncClient) -> tuple[str, dict[str, Any]]:
