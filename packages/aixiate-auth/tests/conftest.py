@@ -34,7 +34,7 @@ from aixiate_core.email_templates import EmailTemplates
 from aixiate_core.events import DomainEvents, EmailDeliveryFailed
 from aixiate_core.settings import Settings
 from aixiate_core.store import KeyValueStore
-from aixiate_core.testing import scratch_database, serve
+from aixiate_core.testing import Sessions, scratch_database, serve
 from aixiate_core.testing.mail import Mailbox
 from aixiate_users import emails as users_emails
 from aixiate_users.models import User
@@ -51,7 +51,6 @@ from aixiate_users.testing import (
     fast_users_settings,
 )
 from fastapi import FastAPI
-from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -96,14 +95,9 @@ def passwords() -> Iterator[Passwords]:
 
 @pytest.fixture
 def app_settings(settings: Settings) -> Settings:
-    # A fixed secret, so the test's Outbox opens what the app's Outbox sealed; the
-    # dispatcher is off so queued messages stay readable (one test turns it on).
-    return settings.model_copy(
-        update={
-            "secret_key": SecretStr("test-secret-" + "x" * 40),
-            "outbox_dispatcher_enabled": False,
-        }
-    )
+    """The dispatcher is off, so queued messages stay readable (one test turns it on); the
+    run's one secret key lets the test's ``Mailbox`` open what the app sealed."""
+    return settings.model_copy(update={"outbox_dispatcher_enabled": False})
 
 
 def build_app(settings: Settings, auth_settings: AuthSettings, passwords: Passwords) -> FastAPI:
@@ -264,3 +258,19 @@ async def own_settings(app_settings: Settings, tmp_path: Path) -> AsyncIterator[
             yield app_settings.model_copy(update={"database_url": url})
         finally:
             await engine.dispose()
+
+
+@pytest.fixture
+async def own_db(own_settings: Settings) -> AsyncIterator[Sessions]:
+    """Sessions on the test's own database (``own_settings``)."""
+    engine = create_async_engine(own_settings.database_url)
+    yield create_sessionmaker(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+def own_app(
+    make_auth_app: AuthAppFactory, own_settings: Settings, auth_settings: AuthSettings
+) -> FastAPI:
+    """``auth_app`` on the test's own database."""
+    return make_auth_app(own_settings, auth_settings)
