@@ -313,18 +313,20 @@ class TestReset:
         assert (event.reason, event.actor_id) == ("wrong_purpose", owner.id)
 
 
+type SignedIn = tuple[User, list[dict[str, Any]]]
+
+
 class TestChange:
-    async def test_changes_the_password_and_ends_the_other_sessions(
-        self,
-        api: httpx.AsyncClient,
-        make_user: UserFactory,
-        login: Login,
-        mailbox: Mailbox,
-        db: Sessions,
-    ) -> None:
+    @pytest.fixture
+    async def signed_in(self, make_user: UserFactory, login: Login) -> SignedIn:
+        """A user with three sessions: the one that changes the password, and two others."""
         user = await make_user()
-        current = await login(user.email)
-        others = [await login(user.email) for _ in range(2)]
+        return user, [await login(user.email) for _ in range(3)]
+
+    async def test_changes_the_password_and_ends_the_other_sessions(
+        self, api: httpx.AsyncClient, signed_in: SignedIn, mailbox: Mailbox, db: Sessions
+    ) -> None:
+        user, (current, *others) = signed_in
 
         response = await change(api, current, PASSWORD)
 
@@ -342,16 +344,9 @@ class TestChange:
         assert event.data["sessions_revoked"] == 2
 
     async def test_wrong_current_password(
-        self,
-        api: httpx.AsyncClient,
-        make_user: UserFactory,
-        login: Login,
-        mailbox: Mailbox,
-        db: Sessions,
+        self, api: httpx.AsyncClient, signed_in: SignedIn, mailbox: Mailbox, db: Sessions
     ) -> None:
-        user = await make_user()
-        current = await login(user.email)
-        other = await login(user.email)
+        user, (current, other, _) = signed_in
 
         response = await change(api, current, "not-my-password")
 
@@ -364,11 +359,9 @@ class TestChange:
         assert event.success is False
 
     async def test_weak_new_password_changes_nothing(
-        self, api: httpx.AsyncClient, make_user: UserFactory, login: Login
+        self, api: httpx.AsyncClient, signed_in: SignedIn
     ) -> None:
-        user = await make_user()
-        current = await login(user.email)
-        other = await login(user.email)
+        user, (current, other, _) = signed_in
 
         response = await change(api, current, PASSWORD, "password1234")
 
