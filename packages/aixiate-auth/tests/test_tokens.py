@@ -74,6 +74,20 @@ class Caller:
         loaded = self.runtime.keyring.signing_key()
         return sign(claims, loaded.key, loaded.kid, **header)
 
+    def issued_at(self, now: int, auth_settings: AuthSettings) -> str:
+        """A token of the caller's session, signed with our key, as if issued at ``now``."""
+        loaded = self.runtime.keyring.signing_key()
+        token, _ = encode_access_token(
+            auth_settings,
+            kid=loaded.kid,
+            key=loaded.key,
+            user_id=self.user.id,
+            session_id=self.session_id,
+            roles=[],
+            now=now,
+        )
+        return token
+
     def with_claims(self, **changes: Any) -> dict[str, Any]:
         return {**self.claims, **changes}
 
@@ -267,38 +281,20 @@ class TestClaims:
     async def test_expired(
         self, api: httpx.AsyncClient, caller: Caller, auth_settings: AuthSettings
     ) -> None:
-        loaded = caller.runtime.keyring.signing_key()
         past = int(time.time()) - auth_settings.access_token_ttl_seconds
         past -= auth_settings.jwt_leeway_seconds + 60
 
-        token, _ = encode_access_token(
-            auth_settings,
-            kid=loaded.kid,
-            key=loaded.key,
-            user_id=caller.user.id,
-            session_id=caller.session_id,
-            roles=[],
-            now=past,
-        )
+        token = caller.issued_at(past, auth_settings)
 
         assert_invalid_token(await api.get(ME, headers=bearer(token)))
 
     async def test_expired_within_the_leeway_still_passes(
         self, api: httpx.AsyncClient, caller: Caller, auth_settings: AuthSettings
     ) -> None:
-        loaded = caller.runtime.keyring.signing_key()
         # Expired 5 s ago with 30 s of tolerated clock skew.
         issued = int(time.time()) - auth_settings.access_token_ttl_seconds - 5
 
-        token, _ = encode_access_token(
-            auth_settings,
-            kid=loaded.kid,
-            key=loaded.key,
-            user_id=caller.user.id,
-            session_id=caller.session_id,
-            roles=[],
-            now=issued,
-        )
+        token = caller.issued_at(issued, auth_settings)
 
         assert (await api.get(ME, headers=bearer(token))).status_code == 200
 
