@@ -13,7 +13,7 @@ from aixiate_auth.settings import AuthSettings
 from aixiate_auth.testing import AuthAppVariant, UserFactory, jwt_part
 from aixiate_core.testing import Sessions, assert_problem, bearer, serve
 from aixiate_users.models import User
-from aixiate_users.testing import PASSWORD, audit_events
+from aixiate_users.testing import PASSWORD, WRONG_PASSWORD, audit_events
 from argon2 import PasswordHasher
 from argon2 import Type as Argon2Type
 from sqlmodel import col, select
@@ -159,16 +159,24 @@ class TestRefusals:
         assert unknown.headers["www-authenticate"] == wrong.headers["www-authenticate"] == "Bearer"
         assert "access_token" not in unknown.text
 
-    async def test_unverified_account_is_refused_only_after_the_right_password(
-        self, api: httpx.AsyncClient, make_user: UserFactory
+    @pytest.mark.parametrize(
+        ("state", "code"),
+        [
+            ({"is_verified": False}, "email_not_verified"),
+            ({"is_active": False}, "account_inactive"),
+        ],
+        ids=["unverified", "inactive"],
+    )
+    async def test_account_is_refused_only_after_the_right_password(
+        self, api: httpx.AsyncClient, make_user: UserFactory, state: dict[str, bool], code: str
     ) -> None:
-        user = await make_user(is_verified=False)
+        user = await make_user(**state)
 
-        wrong = await api.post(LOGIN, json={"email": user.email, "password": "not-the-password"})
+        wrong = await api.post(LOGIN, json={"email": user.email, "password": WRONG_PASSWORD})
         right = await api.post(LOGIN, json={"email": user.email, "password": PASSWORD})
 
         assert_problem(wrong, 401, "invalid_credentials")
-        assert_problem(right, 403, "email_not_verified")
+        assert_problem(right, 403, code)
         assert "access_token" not in right.text
 
     async def test_unverified_account_may_log_in_when_verification_is_not_required(
@@ -181,17 +189,6 @@ class TestRefusals:
 
         assert response.status_code == 200, response.text
         assert set(response.json()) == TOKEN_PAIR_FIELDS
-
-    async def test_inactive_account_is_refused_only_after_the_right_password(
-        self, api: httpx.AsyncClient, make_user: UserFactory
-    ) -> None:
-        user = await make_user(is_active=False)
-
-        wrong = await api.post(LOGIN, json={"email": user.email, "password": "not-the-password"})
-        right = await api.post(LOGIN, json={"email": user.email, "password": PASSWORD})
-
-        assert_problem(wrong, 401, "invalid_credentials")
-        assert_problem(right, 403, "account_inactive")
 
     async def test_inactive_wins_over_unverified(
         self, api: httpx.AsyncClient, make_user: UserFactory
