@@ -12,8 +12,10 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 
+import httpx
 import pytest
 import structlog
+from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -32,6 +34,7 @@ from aixiate_core.testing.db import (
     redis_server_url,
 )
 from aixiate_core.testing.fakes import FakeResend
+from aixiate_core.testing.http import serve
 
 RUN_ID = uuid.uuid4().hex[:12]
 RUN_SECRET = secrets.token_urlsafe(48)
@@ -145,6 +148,13 @@ async def forget_redis(settings: Settings) -> AsyncIterator[None]:
     ``pytestmark = pytest.mark.usefixtures("forget_redis")``."""
     yield
     await forget_prefixed(settings.redis_url, settings.redis_key_prefix)
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the running ``app``: a fixture each suite that uses this defines."""
+    async with serve(app) as http:
+        yield http
 
 
 @pytest.fixture(name="free_port")
