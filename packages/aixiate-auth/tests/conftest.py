@@ -116,12 +116,6 @@ def app(app_settings: Settings, auth_settings: AuthSettings, passwords: Password
 
 
 @pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with serve(app) as http:
-        yield http
-
-
-@pytest.fixture
 def mailbox(engine: AsyncEngine, app_settings: Settings) -> Mailbox:
     """The messages the app queued (and committed) in its outbox."""
     return Mailbox(app_settings, create_sessionmaker(engine))

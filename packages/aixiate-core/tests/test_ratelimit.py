@@ -221,12 +221,6 @@ def app(make_app: AppFactory, settings: Settings) -> FastAPI:
     return make_app(limited(settings), limited_routes())
 
 
-@pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with serve(app) as http:
-        yield http
-
-
 class TestRoutes:
     async def test_answers_429_problem_with_retry_after_and_ratelimit_headers(
         self, client: httpx.AsyncClient

@@ -10,7 +10,6 @@ committing (a savepoint) on success and rolling back on error, as the real one d
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 
-import httpx
 import pytest
 from aixiate_core.app import API_PREFIX, assemble, static_state
 from aixiate_core.db import STORE_KEY, commit, get_session
@@ -18,7 +17,7 @@ from aixiate_core.email_templates import EmailTemplates
 from aixiate_core.events import DomainEvents
 from aixiate_core.outbox import Outbox
 from aixiate_core.settings import Settings
-from aixiate_core.testing import MintedTokens, serve
+from aixiate_core.testing import MintedTokens
 from aixiate_core.testing.mail import Mailbox
 from aixiate_users.emails import EMAILS
 from aixiate_users.events import USER_EVENTS
@@ -169,12 +168,6 @@ def committing_app(
     """The app on its own engine and real unit of work: requests commit for good, so a
     test using it cleans up after itself."""
     return build_app(app_settings, users_settings, passwords, tokens, events)
-
-
-@pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with serve(app) as http:
-        yield http
 
 
 @pytest.fixture
