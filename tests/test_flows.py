@@ -15,7 +15,6 @@ from aixiate_core.settings import Settings
 from aixiate_core.testing import FakeResend, bearer, serve
 from aixiate_core.testing.mail import link_token
 from aixiate_users.testing import PASSWORD, fast_users_settings
-from pydantic import SecretStr
 
 NEW_PASSWORD = "quiet-lantern-meadow-77"
 API = "/api/v1"
@@ -55,14 +54,8 @@ class Inbox:
 async def journey(
     settings: Settings, fake_resend: FakeResend
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Inbox]]:
-    app_settings = settings.model_copy(
-        update={
-            "outbox_dispatcher_enabled": True,
-            "outbox_poll_seconds": 0.05,
-            "resend_api_key": SecretStr("re_test_key"),
-            "resend_base_url": fake_resend.url,
-            "public_url": "https://app.example.com",
-        }
+    app_settings = fake_resend.sending(settings).model_copy(
+        update={"public_url": "https://app.example.com"}
     )
     fast = fast_users_settings(password_hash_workers=2)
     async with serve(create_app(app_settings, AuthSettings(_env_file=None), fast)) as client:

@@ -2,7 +2,6 @@
 
 import asyncio
 import json
-import re
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -18,6 +17,7 @@ from aixiate_core.db import create_sessionmaker, utc_now
 from aixiate_core.errors import PROBLEM_CONTENT_TYPE
 from aixiate_core.settings import Settings
 from aixiate_core.testing import FakeResend, assert_problem, serve
+from aixiate_core.testing.mail import link_token
 from aixiate_users import action_tokens as tokens
 from aixiate_users.models import ActionToken, User
 from aixiate_users.passwords import Passwords
@@ -26,7 +26,6 @@ from aixiate_users.settings import UsersSettings
 from aixiate_users.testing import PASSWORD, USER_FIELDS, audit_events, fast_users_settings
 from fastapi import FastAPI
 from markupsafe import escape
-from pydantic import SecretStr
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
@@ -609,14 +608,7 @@ class TestDelivery:
         fake_resend: FakeResend,
         new_email: EmailFactory,
     ) -> None:
-        settings = app_settings.model_copy(
-            update={
-                "outbox_dispatcher_enabled": True,
-                "outbox_poll_seconds": 0.05,
-                "resend_api_key": SecretStr("re_test_key"),
-                "resend_base_url": fake_resend.url,
-            }
-        )
+        settings = fake_resend.sending(app_settings)
         email = new_email("delivered")
         name = "<b>Ada</b> & co"
 
@@ -625,9 +617,8 @@ class TestDelivery:
                 REGISTER, json={"email": email, "password": PASSWORD, "full_name": name}
             )
             sent = await delivered_to(fake_resend, email)
-            match = re.search(r"/verify-email\?token=([A-Za-z0-9_\-]+)", sent["text"])
-            assert match
-            verified = await client.post(VERIFY, json={"token": match.group(1)})
+            token = link_token(sent["text"], "verify-email")
+            verified = await client.post(VERIFY, json={"token": token})
 
         assert registered.status_code == 202
         assert sent["subject"].startswith("Confirm your email address")
