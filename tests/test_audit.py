@@ -150,30 +150,30 @@ async def _resend(s: Service, ctx: dict[str, Any]) -> httpx.Response:
     return await s.client.post(f"{API}/auth/verify-email/resend", json={"email": unverified})
 
 
+def _keep_pair(s: Service, ctx: dict[str, Any], key: str, response: httpx.Response) -> None:
+    """Puts the token pair of ``response`` in ``ctx[key]``, and among the walk's secrets."""
+    ctx[key] = response.json()
+    s.secrets.update((ctx[key]["access_token"], ctx[key]["refresh_token"]))
+
+
 async def _login(s: Service, ctx: dict[str, Any]) -> httpx.Response:
-    response = await s.client.post(
-        f"{API}/auth/login", json={"email": ctx["email"], "password": ctx["password"]}
-    )
-    ctx["pair"] = response.json()
-    s.secrets.update((ctx["pair"]["access_token"], ctx["pair"]["refresh_token"]))
+    credentials = {"email": ctx["email"], "password": ctx["password"]}
+    response = await s.client.post(f"{API}/auth/login", json=credentials)
+    _keep_pair(s, ctx, "pair", response)
     return response
 
 
 async def _token(s: Service, ctx: dict[str, Any]) -> httpx.Response:
-    response = await s.client.post(
-        f"{API}/auth/token", data={"username": ctx["email"], "password": ctx["password"]}
-    )
-    ctx["second_pair"] = response.json()
-    s.secrets.update((ctx["second_pair"]["access_token"], ctx["second_pair"]["refresh_token"]))
+    form = {"username": ctx["email"], "password": ctx["password"]}
+    response = await s.client.post(f"{API}/auth/token", data=form)
+    _keep_pair(s, ctx, "second_pair", response)
     return response
 
 
 async def _refresh(s: Service, ctx: dict[str, Any]) -> httpx.Response:
-    response = await s.client.post(
-        f"{API}/auth/refresh", json={"refresh_token": ctx["pair"]["refresh_token"]}
-    )
-    ctx["pair"] = response.json()
-    s.secrets.update((ctx["pair"]["access_token"], ctx["pair"]["refresh_token"]))
+    refresh = {"refresh_token": ctx["pair"]["refresh_token"]}
+    response = await s.client.post(f"{API}/auth/refresh", json=refresh)
+    _keep_pair(s, ctx, "pair", response)
     return response
 
 
