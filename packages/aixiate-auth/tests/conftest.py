@@ -45,7 +45,6 @@ from aixiate_users.settings import UsersSettings
 from aixiate_users.state import UsersState, users_extension
 from aixiate_users.testing import (
     PASSWORD,
-    create_user,
     create_user_with_password,
     fast_passwords,
     fast_users_settings,
@@ -217,8 +216,6 @@ def make_user(db: async_sessionmaker[AsyncSession], passwords: Passwords) -> Use
 
     async def make(*, password: str = PASSWORD, **overrides: Any) -> User:
         async with db() as session, session.begin():
-            if "password_hash" in overrides:
-                return await create_user(session, **overrides)
             return await create_user_with_password(session, passwords, password, **overrides)
 
     return make

@@ -9,6 +9,7 @@ committing (a savepoint) on success and rolling back on error, as the real one d
 
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from functools import partial
 
 import pytest
 from aixiate_core.app import API_PREFIX, assemble, static_state
@@ -27,7 +28,12 @@ from aixiate_users.router import confirm_email_router
 from aixiate_users.router import router as users_router
 from aixiate_users.settings import UsersSettings
 from aixiate_users.state import UsersState, users_extension
-from aixiate_users.testing import fast_passwords, fast_users_settings
+from aixiate_users.testing import (
+    UserFactory,
+    create_user_with_password,
+    fast_passwords,
+    fast_users_settings,
+)
 from fastapi import FastAPI, Request
 from pydantic import SecretStr
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -62,6 +68,12 @@ def users_settings() -> UsersSettings:
 def passwords(users_settings: UsersSettings) -> Iterator[Passwords]:
     with fast_passwords(users_settings) as service:
         yield service
+
+
+@pytest.fixture
+def account(session: AsyncSession, passwords: Passwords) -> UserFactory:
+    """``account(**columns)``: a user whose password is ``PASSWORD``."""
+    return partial(create_user_with_password, session, passwords)
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 import json
 import uuid
-from collections.abc import Awaitable, Callable
-from functools import partial
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -19,9 +18,9 @@ from aixiate_users.repository import UserRepository
 from aixiate_users.testing import (
     PASSWORD,
     USER_FIELDS,
+    UserFactory,
     audit_events,
     create_user,
-    create_user_with_password,
 )
 from fastapi import FastAPI
 from sqlalchemy import delete
@@ -30,7 +29,6 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 type Login = Callable[[User], dict[str, str]]
-type Account = Callable[..., Awaitable[User]]
 
 USERS = "/api/v1/users"
 CONFIRM = "/api/v1/auth/confirm-email"
@@ -56,12 +54,6 @@ def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str
 
 def error_locs(body: dict[str, Any]) -> set[tuple[Any, ...]]:
     return {tuple(err["loc"]) for err in body["errors"]}
-
-
-@pytest.fixture
-def account(session: AsyncSession, passwords: Passwords) -> Account:
-    """``account(**columns)``: a user whose password is ``PASSWORD``."""
-    return partial(create_user_with_password, session, passwords)
 
 
 @pytest.fixture
@@ -308,7 +300,7 @@ class TestEmailChange:
     async def test_full_flow(
         self,
         client: httpx.AsyncClient,
-        account: Account,
+        account: UserFactory,
         login: Login,
         mailbox: Mailbox,
         published: list[object],
@@ -346,7 +338,7 @@ class TestEmailChange:
         self,
         client: httpx.AsyncClient,
         session: AsyncSession,
-        account: Account,
+        account: UserFactory,
         login: Login,
         mailbox: Mailbox,
     ) -> None:
@@ -369,7 +361,7 @@ class TestEmailChange:
         assert asker_notice.tags == {"template": "email_change_notice"}
 
     async def test_names_are_escaped_in_the_html_email(
-        self, client: httpx.AsyncClient, account: Account, login: Login, mailbox: Mailbox
+        self, client: httpx.AsyncClient, account: UserFactory, login: Login, mailbox: Mailbox
     ) -> None:
         name = "<img src=x onerror=alert(1)>"
         user = await account(full_name=name)
@@ -386,7 +378,7 @@ class TestEmailChange:
         self,
         client: httpx.AsyncClient,
         session: AsyncSession,
-        account: Account,
+        account: UserFactory,
         login: Login,
         mailbox: Mailbox,
     ) -> None:
@@ -403,7 +395,7 @@ class TestEmailChange:
         assert "wrong password!" not in json.dumps(event.data)
 
     async def test_current_address_is_400(
-        self, client: httpx.AsyncClient, account: Account, login: Login
+        self, client: httpx.AsyncClient, account: UserFactory, login: Login
     ) -> None:
         user = await account(email="same@example.com")
 
@@ -475,7 +467,7 @@ class TestEmailChange:
         self,
         client: httpx.AsyncClient,
         session: AsyncSession,
-        account: Account,
+        account: UserFactory,
         login: Login,
         mailbox: Mailbox,
     ) -> None:
@@ -504,7 +496,7 @@ class TestEmailChange:
         self,
         client: httpx.AsyncClient,
         session: AsyncSession,
-        account: Account,
+        account: UserFactory,
         login: Login,
         mailbox: Mailbox,
     ) -> None:
@@ -526,7 +518,7 @@ class TestDeleteMe:
         self,
         client: httpx.AsyncClient,
         session: AsyncSession,
-        account: Account,
+        account: UserFactory,
         login: Login,
         published: list[object],
     ) -> None:
@@ -551,7 +543,7 @@ class TestDeleteMe:
         self,
         client: httpx.AsyncClient,
         session: AsyncSession,
-        account: Account,
+        account: UserFactory,
         login: Login,
         published: list[object],
     ) -> None:
@@ -574,7 +566,7 @@ class TestDeleteMe:
         self,
         client: httpx.AsyncClient,
         session: AsyncSession,
-        account: Account,
+        account: UserFactory,
         login: Login,
         body: dict[str, Any] | None,
     ) -> None:

@@ -13,18 +13,29 @@ from uuid import UUID
 
 from aixiate_core.app import Extension
 from aixiate_core.resources import State
-from aixiate_users.models import User
+from aixiate_users.testing import UserFactory
 from fastapi import FastAPI
 
 from aixiate_auth.state import STATE_KEY
 
-# The shapes of the factory fixtures in this package's conftest, for the tests' annotations.
+__all__ = [
+    "AuthAppFactory",
+    "AuthAppVariant",
+    "EmailFactory",
+    "Login",
+    "UserFactory",
+    "expose_auth_state",
+    "jwt_part",
+    "kid_of",
+    "session_id_of",
+]
+
+# The shapes of the factory fixtures in this package's conftest, for the tests' annotations;
+# ``make_user(*, password=PASSWORD, **columns)`` is a ``UserFactory``.
 #: ``make_auth_app(settings, auth_settings, ...)``
 type AuthAppFactory = Callable[..., FastAPI]
 #: ``app_with(**auth_settings)``: the test's app with other auth settings.
 type AuthAppVariant = Callable[..., FastAPI]
-#: ``make_user(*, password=PASSWORD, **columns)``: a committed user who can log in.
-type UserFactory = Callable[..., Awaitable[User]]
 #: ``login(email, password=PASSWORD)``: the token pair as JSON.
 type Login = Callable[..., Awaitable[dict[str, Any]]]
 #: ``new_email(prefix="user")``: an address no test used before.

@@ -5,7 +5,7 @@ They live in the package rather than in ``tests/factories.py``: test modules run
 neighbours, while any test can import ``aixiate_users.testing`` (as ``aixiate_core.testing``).
 """
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 from uuid import uuid4
@@ -25,6 +25,8 @@ from aixiate_users.settings import UsersSettings
 
 #: A password the default policy accepts: the one the test users of every package have.
 PASSWORD = "vivid-otter-harbour-42"  # noqa: S105 - a test password
+#: A fixture that makes users: ``make_user(**columns)`` in auth, ``account(**columns)`` here.
+type UserFactory = Callable[..., Awaitable[User]]
 #: The fields of a user as the API shows it (``UserRead``): what API.md promises, no more.
 USER_FIELDS = frozenset(
     {
@@ -65,8 +67,11 @@ async def create_user(session: AsyncSession, **overrides: Any) -> User:
 async def create_user_with_password(
     session: AsyncSession, passwords: Passwords, password: str = PASSWORD, **overrides: Any
 ) -> User:
-    """:func:`create_user` whose ``password`` works, hashed by ``passwords``."""
-    return await create_user(session, password_hash=await passwords.hash(password), **overrides)
+    """:func:`create_user` whose ``password`` works, hashed by ``passwords`` (a
+    ``password_hash`` among ``overrides`` wins)."""
+    if "password_hash" not in overrides:
+        overrides["password_hash"] = await passwords.hash(password)
+    return await create_user(session, **overrides)
 
 
 def fast_users_settings(**overrides: Any) -> UsersSettings:
