@@ -2,7 +2,8 @@
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -17,7 +18,7 @@ from aixiate_core.db import create_sessionmaker, utc_now
 from aixiate_core.errors import PROBLEM_CONTENT_TYPE
 from aixiate_core.settings import Settings
 from aixiate_core.testing import FakeResend, assert_problem, serve
-from aixiate_core.testing.mail import link_token
+from aixiate_core.testing.mail import Mailbox, link_token
 from aixiate_users import action_tokens as tokens
 from aixiate_users.models import ActionToken, User
 from aixiate_users.passwords import Passwords
@@ -104,25 +105,55 @@ def http(client: httpx.AsyncClient) -> Recorder:
     return Recorder(client)
 
 
+@dataclass(frozen=True, slots=True)
+class SignUp:
+    """A registration over HTTP: its answer, the address, the stored user, and the token
+    of the verification link it sent."""
+
+    response: httpx.Response
+    email: str
+    user: User
+    token: str
+
+
+type SignUpFactory = Callable[..., Awaitable[SignUp]]
+
+
+@pytest.fixture
+def sign_up(
+    http: Recorder, engine: AsyncEngine, mailbox: Mailbox, new_email: EmailFactory
+) -> SignUpFactory:
+    """``await sign_up(**fields)``: registers a new address with ``PASSWORD``."""
+
+    async def register(**fields: Any) -> SignUp:
+        email = new_email(fields.pop("prefix", "user"))
+        response = await http.post(REGISTER, json={"email": email, "password": PASSWORD, **fields})
+        user = await user_by_email(engine, email)
+        assert user is not None
+        return SignUp(response, email, user, (await mailbox.last(email, "verify_email")).token)
+
+    return register
+
+
+async def set_user(engine: AsyncEngine, user: User, **values: Any) -> None:
+    async with create_sessionmaker(engine)() as session, session.begin():
+        await session.exec(update(User).where(col(User.id) == user.id).values(**values))
+
+
 class TestRegister:
     async def test_creates_an_unverified_user_and_sends_a_link(
         self,
         http: Recorder,
+        sign_up: SignUpFactory,
         engine: AsyncEngine,
-        mailbox: Any,
-        new_email: EmailFactory,
+        mailbox: Mailbox,
         app_settings: Settings,
     ) -> None:
-        email = new_email()
+        registered = await sign_up(full_name="Ada Lovelace")
 
-        response = await http.post(
-            REGISTER, json={"email": email, "password": PASSWORD, "full_name": "Ada Lovelace"}
-        )
-
+        response, email, user = registered.response, registered.email, registered.user
         assert response.status_code == 202
         assert set(response.json()) == {"detail"}
-        user = await user_by_email(engine, email)
-        assert user is not None
         assert user.email == email
         assert user.full_name == "Ada Lovelace"
         assert user.roles == []
@@ -169,7 +200,7 @@ class TestRegister:
         assert user.full_name is None
 
     async def test_taken_email_answers_the_same_and_notifies_the_owner(
-        self, http: Recorder, engine: AsyncEngine, mailbox: Any, new_email: EmailFactory
+        self, http: Recorder, engine: AsyncEngine, mailbox: Mailbox, new_email: EmailFactory
     ) -> None:
         email = new_email()
         first = await http.post(
@@ -213,7 +244,7 @@ class TestRegister:
         self,
         http: Recorder,
         engine: AsyncEngine,
-        mailbox: Any,
+        mailbox: Mailbox,
         new_email: EmailFactory,
         password: str,
         reason: str | None,
@@ -364,24 +395,13 @@ class TestRegisterInput:
         ],
     )
     async def test_sql_and_html_in_names_are_stored_as_given_and_escaped_in_html(
-        self,
-        http: Recorder,
-        engine: AsyncEngine,
-        mailbox: Any,
-        new_email: EmailFactory,
-        name: str,
+        self, sign_up: SignUpFactory, mailbox: Mailbox, name: str
     ) -> None:
-        email = new_email()
+        registered = await sign_up(full_name=name)
 
-        response = await http.post(
-            REGISTER, json={"email": email, "password": PASSWORD, "full_name": name}
-        )
-
-        assert response.status_code == 202
-        user = await user_by_email(engine, email)
-        assert user is not None
-        assert user.full_name == name
-        mail = await mailbox.last(email, "verify_email")
+        assert registered.response.status_code == 202
+        assert registered.user.full_name == name
+        mail = await mailbox.last(registered.email, "verify_email")
         assert name in mail.message.text
         assert str(escape(name)) in mail.message.html
         assert name not in mail.message.html
@@ -389,7 +409,7 @@ class TestRegisterInput:
 
 class TestVerifyEmail:
     async def test_registration_to_verified_user(
-        self, http: Recorder, engine: AsyncEngine, mailbox: Any, new_email: EmailFactory
+        self, http: Recorder, engine: AsyncEngine, mailbox: Mailbox, new_email: EmailFactory
     ) -> None:
         email = new_email()
         await http.post(REGISTER, json={"email": email, "password": PASSWORD, "full_name": "Ada"})
@@ -413,11 +433,9 @@ class TestVerifyEmail:
         http.assert_never_shown(PASSWORD, stored.password_hash, token)
 
     async def test_token_works_once(
-        self, http: Recorder, engine: AsyncEngine, mailbox: Any, new_email: EmailFactory
+        self, http: Recorder, engine: AsyncEngine, sign_up: SignUpFactory
     ) -> None:
-        email = new_email()
-        await http.post(REGISTER, json={"email": email, "password": PASSWORD})
-        token = (await mailbox.last(email, "verify_email")).token
+        token = (await sign_up()).token
 
         first = await http.post(VERIFY, json={"token": token})
         second = await http.post(VERIFY, json={"token": token})
@@ -427,17 +445,15 @@ class TestVerifyEmail:
         await refusal(engine, second, "user.email.verify.failed", "used", UUID(first.json()["id"]))
 
     async def test_expired_token(
-        self, http: Recorder, engine: AsyncEngine, mailbox: Any, new_email: EmailFactory
+        self, http: Recorder, engine: AsyncEngine, sign_up: SignUpFactory
     ) -> None:
-        email = new_email()
-        await http.post(REGISTER, json={"email": email, "password": PASSWORD})
-        token = (await mailbox.last(email, "verify_email")).token
-        await expire(engine, token)
+        registered = await sign_up()
+        await expire(engine, registered.token)
 
-        response = await http.post(VERIFY, json={"token": token})
+        response = await http.post(VERIFY, json={"token": registered.token})
 
         assert_problem(response, 400, "invalid_or_expired_token")
-        user = await user_by_email(engine, email)
+        user = await user_by_email(engine, registered.email)
         assert user is not None
         assert user.is_verified is False
         await refusal(engine, response, "user.email.verify.failed", "expired", user.id)
@@ -452,12 +468,9 @@ class TestVerifyEmail:
         assert (event.target_type, event.data) == (None, {})
 
     async def test_token_of_another_purpose_is_refused(
-        self, http: Recorder, engine: AsyncEngine, new_email: EmailFactory
+        self, http: Recorder, engine: AsyncEngine, sign_up: SignUpFactory
     ) -> None:
-        email = new_email()
-        await http.post(REGISTER, json={"email": email, "password": PASSWORD})
-        user = await user_by_email(engine, email)
-        assert user is not None
+        user = (await sign_up()).user
         async with create_sessionmaker(engine)() as session, session.begin():
             reset = await tokens.issue(
                 session,
@@ -472,38 +485,29 @@ class TestVerifyEmail:
         await refusal(engine, response, "user.email.verify.failed", "wrong_purpose", user.id)
 
     async def test_link_for_a_previous_address_is_refused(
-        self, http: Recorder, engine: AsyncEngine, mailbox: Any, new_email: EmailFactory
+        self, http: Recorder, engine: AsyncEngine, sign_up: SignUpFactory, new_email: EmailFactory
     ) -> None:
-        email = new_email()
-        await http.post(REGISTER, json={"email": email, "password": PASSWORD})
-        token = (await mailbox.last(email, "verify_email")).token
-        user = await user_by_email(engine, email)
-        assert user is not None
-        async with create_sessionmaker(engine)() as session, session.begin():
-            await session.exec(
-                update(User).where(col(User.email) == email).values(email=new_email("moved"))
-            )
+        registered = await sign_up()
+        await set_user(engine, registered.user, email=new_email("moved"))
 
-        response = await http.post(VERIFY, json={"token": token})
+        response = await http.post(VERIFY, json={"token": registered.token})
 
         assert_problem(response, 400, "invalid_or_expired_token")
-        await refusal(engine, response, "user.email.verify.failed", "email_changed", user.id)
+        await refusal(
+            engine, response, "user.email.verify.failed", "email_changed", registered.user.id
+        )
 
     async def test_deactivated_account_is_refused_and_keeps_its_token(
-        self, http: Recorder, engine: AsyncEngine, mailbox: Any, new_email: EmailFactory
+        self, http: Recorder, engine: AsyncEngine, sign_up: SignUpFactory
     ) -> None:
-        email = new_email()
-        await http.post(REGISTER, json={"email": email, "password": PASSWORD})
-        token = (await mailbox.last(email, "verify_email")).token
-        user = await user_by_email(engine, email)
-        assert user is not None
-        async with create_sessionmaker(engine)() as session, session.begin():
-            await session.exec(update(User).where(col(User.id) == user.id).values(is_active=False))
+        registered = await sign_up()
+        token = registered.token
+        await set_user(engine, registered.user, is_active=False)
 
         response = await http.post(VERIFY, json={"token": token})
 
         assert_problem(response, 400, "invalid_or_expired_token")
-        await refusal(engine, response, "user.email.verify.failed", "inactive", user.id)
+        await refusal(engine, response, "user.email.verify.failed", "inactive", registered.user.id)
         # The refusal rolled back the token's consumption, as before it was audited.
         async with create_sessionmaker(engine)() as session:
             stored = await session.exec(
@@ -520,16 +524,15 @@ class TestVerifyEmail:
 
 class TestResend:
     async def test_new_link_retires_the_old_one(
-        self, http: Recorder, mailbox: Any, new_email: EmailFactory
+        self, http: Recorder, mailbox: Mailbox, sign_up: SignUpFactory
     ) -> None:
-        email = new_email()
-        await http.post(REGISTER, json={"email": email, "password": PASSWORD})
-        old = (await mailbox.last(email, "verify_email")).token
+        registered = await sign_up()
+        old = registered.token
 
-        response = await http.post(RESEND, json={"email": email})
+        response = await http.post(RESEND, json={"email": registered.email})
 
         assert response.status_code == 202
-        new = (await mailbox.last(email, "verify_email")).token
+        new = (await mailbox.last(registered.email, "verify_email")).token
         assert new != old
         assert_problem(
             await http.post(VERIFY, json={"token": old}), 400, "invalid_or_expired_token"
@@ -538,7 +541,7 @@ class TestResend:
         http.assert_never_shown(old, new, PASSWORD)
 
     async def test_same_answer_for_unknown_verified_and_unverified(
-        self, http: Recorder, mailbox: Any, new_email: EmailFactory
+        self, http: Recorder, mailbox: Mailbox, new_email: EmailFactory
     ) -> None:
         unverified, verified, unknown = new_email(), new_email(), new_email()
         for email in (unverified, verified):
@@ -558,17 +561,15 @@ class TestResend:
         assert await mailbox.to(unknown) == []
 
     async def test_inactive_user_gets_nothing(
-        self, http: Recorder, engine: AsyncEngine, mailbox: Any, new_email: EmailFactory
+        self, http: Recorder, engine: AsyncEngine, mailbox: Mailbox, sign_up: SignUpFactory
     ) -> None:
-        email = new_email()
-        await http.post(REGISTER, json={"email": email, "password": PASSWORD})
-        async with create_sessionmaker(engine)() as session, session.begin():
-            await session.exec(update(User).where(col(User.email) == email).values(is_active=False))
+        registered = await sign_up()
+        await set_user(engine, registered.user, is_active=False)
 
-        response = await http.post(RESEND, json={"email": email})
+        response = await http.post(RESEND, json={"email": registered.email})
 
         assert response.status_code == 202
-        assert len(await mailbox.to(email, "verify_email")) == 1
+        assert len(await mailbox.to(registered.email, "verify_email")) == 1
 
     @pytest.mark.parametrize(
         "body", [{}, {"email": "nope"}, {"email": 5}, {"email": "a@b.c", "x": 1}]
@@ -579,7 +580,7 @@ class TestResend:
 
 class TestConcurrentRegistration:
     async def test_fifty_registrations_of_one_address_make_one_user(
-        self, http: Recorder, engine: AsyncEngine, mailbox: Any, new_email: EmailFactory
+        self, http: Recorder, engine: AsyncEngine, mailbox: Mailbox, new_email: EmailFactory
     ) -> None:
         email = new_email("race")
         body = {"email": email, "password": PASSWORD, "full_name": "Racer"}
@@ -655,13 +656,10 @@ async def change_email_token(engine: AsyncEngine, user: User, new_email: str) ->
 
 class TestConfirmEmail:
     async def test_completes_the_change_and_verifies_the_new_address(
-        self, http: Recorder, engine: AsyncEngine, mailbox: Any, new_email: EmailFactory
+        self, http: Recorder, engine: AsyncEngine, sign_up: SignUpFactory, new_email: EmailFactory
     ) -> None:
-        old, new = new_email("old"), new_email("new")
-        await http.post(REGISTER, json={"email": old, "password": PASSWORD})
-        verification = (await mailbox.last(old, "verify_email")).token
-        user = await user_by_email(engine, old)
-        assert user is not None
+        registered = await sign_up(prefix="old")
+        user, verification, new = registered.user, registered.token, new_email("new")
         token = await change_email_token(engine, user, new)
 
         response = await http.post(CONFIRM, json={"token": token})
@@ -689,18 +687,16 @@ class TestConfirmEmail:
         await refusal(engine, response, "user.email.change.failed", "unknown_token", None)
 
     async def test_verification_token_is_not_a_change_token(
-        self, http: Recorder, engine: AsyncEngine, mailbox: Any, new_email: EmailFactory
+        self, http: Recorder, engine: AsyncEngine, sign_up: SignUpFactory
     ) -> None:
-        email = new_email()
-        await http.post(REGISTER, json={"email": email, "password": PASSWORD})
-        verification = (await mailbox.last(email, "verify_email")).token
-        user = await user_by_email(engine, email)
-        assert user is not None
+        registered = await sign_up()
 
-        response = await http.post(CONFIRM, json={"token": verification})
+        response = await http.post(CONFIRM, json={"token": registered.token})
 
         assert response.status_code == 400
-        await refusal(engine, response, "user.email.change.failed", "wrong_purpose", user.id)
+        await refusal(
+            engine, response, "user.email.change.failed", "wrong_purpose", registered.user.id
+        )
 
     @pytest.mark.parametrize("body", [{}, {"token": ""}, {"token": 1}, {"token": "t" * 257}])
     async def test_invalid_bodies(self, http: Recorder, body: dict[str, Any]) -> None:
