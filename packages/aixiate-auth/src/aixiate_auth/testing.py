@@ -13,6 +13,7 @@ from uuid import UUID
 
 from aixiate_core.app import Extension
 from aixiate_core.resources import State
+from aixiate_users.models import User
 from aixiate_users.testing import UserFactory
 from fastapi import FastAPI
 
@@ -23,6 +24,7 @@ __all__ = [
     "AuthAppVariant",
     "EmailFactory",
     "Login",
+    "SignIn",
     "UserFactory",
     "expose_auth_state",
     "jwt_part",
@@ -38,6 +40,8 @@ type AuthAppFactory = Callable[..., FastAPI]
 type AuthAppVariant = Callable[..., FastAPI]
 #: ``login(email, password=PASSWORD)``: the token pair as JSON.
 type Login = Callable[..., Awaitable[dict[str, Any]]]
+#: ``sign_in(*, sessions=1, **columns)``: a new user and the token pairs of as many logins.
+type SignIn = Callable[..., Awaitable[tuple[User, list[dict[str, Any]]]]]
 #: ``new_email(prefix="user")``: an address no test used before.
 type EmailFactory = Callable[..., str]
 
