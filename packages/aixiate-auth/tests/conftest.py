@@ -25,6 +25,7 @@ from aixiate_auth.testing import (
     AuthAppVariant,
     EmailFactory,
     Login,
+    SignIn,
     UserFactory,
     expose_auth_state,
 )
@@ -234,6 +235,18 @@ def login(api: httpx.AsyncClient) -> Login:
         return pair
 
     return do
+
+
+@pytest.fixture
+def sign_in(make_user: UserFactory, login: Login) -> SignIn:
+    """``await sign_in(*, sessions=1, **columns)``: a new user (``make_user(**columns)``)
+    and the token pairs of ``sessions`` logins of theirs."""
+
+    async def sign(*, sessions: int = 1, **columns: Any) -> tuple[User, list[dict[str, Any]]]:
+        user = await make_user(**columns)
+        return user, [await login(user.email) for _ in range(sessions)]
+
+    return sign
 
 
 @pytest.fixture
