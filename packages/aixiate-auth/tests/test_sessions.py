@@ -4,7 +4,7 @@ that every app instance sees on the very next request."""
 import asyncio
 import base64
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -28,6 +28,7 @@ from aixiate_core.testing import Sessions, assert_problem, bearer, serve
 from aixiate_core.testing.mail import Mailbox
 from aixiate_users.models import User
 from aixiate_users.testing import PASSWORD, audit_events
+from fastapi import FastAPI
 from sqlalchemy import update
 from sqlmodel import col
 
@@ -50,6 +51,17 @@ async def me(client: httpx.AsyncClient, pair: dict[str, Any]) -> httpx.Response:
 
 async def refresh(client: httpx.AsyncClient, pair: dict[str, Any]) -> httpx.Response:
     return await client.post(REFRESH, json={"refresh_token": pair["refresh_token"]})
+
+
+async def logged_in(client: httpx.AsyncClient, user: User) -> dict[str, Any]:
+    """The token pair of a login of ``user`` through ``client`` (an app of the test's own)."""
+    response = await client.post(LOGIN, json={"email": user.email, "password": PASSWORD})
+    pair: dict[str, Any] = response.json()
+    return pair
+
+
+#: A last use the app would write over at once, were it not for the touch interval.
+LONG_AGO = datetime(2020, 1, 1, tzinfo=UTC)
 
 
 def liveness_key(session_id: UUID) -> str:
@@ -555,7 +567,7 @@ class TestSharedState:
     ) -> None:
         user = await make_user()
         async with serve(app_with()) as one, serve(app_with()) as two:
-            pair = (await one.post(LOGIN, json={"email": user.email, "password": PASSWORD})).json()
+            pair = await logged_in(one, user)
             assert (await me(two, pair)).status_code == 200
 
             logout = await one.post(LOGOUT, headers=bearer(pair["access_token"]))
@@ -615,12 +627,8 @@ class TestSharedState:
         paused = PausingStore(store)
         user = await make_user()
         async with serve(make_auth_app(app_settings, auth_settings, store=paused)) as client:
-            victim = (
-                await client.post(LOGIN, json={"email": user.email, "password": PASSWORD})
-            ).json()
-            owner = (
-                await client.post(LOGIN, json={"email": user.email, "password": PASSWORD})
-            ).json()
+            victim = await logged_in(client, user)
+            owner = await logged_in(client, user)
             sid = sid_of(victim)
             await store.delete(liveness_key(sid))
             paused.hold(liveness_key(sid))
@@ -695,41 +703,39 @@ class PausingStore:
 
 
 class TestLastUsed:
+    @pytest.fixture
+    def hourly(self, app_with: AuthAppVariant) -> FastAPI:
+        """An app that writes down a session's last use at most once an hour."""
+        return app_with(session_touch_interval_seconds=3600)
+
     async def test_written_at_most_once_per_interval(
-        self, app_with: AuthAppVariant, make_user: UserFactory, db: Sessions
+        self, hourly: FastAPI, make_user: UserFactory, db: Sessions
     ) -> None:
         user = await make_user()
-        long_ago = datetime(2020, 1, 1, tzinfo=utc_now().tzinfo)
-        async with serve(app_with(session_touch_interval_seconds=3600)) as client:
-            pair = (
-                await client.post(LOGIN, json={"email": user.email, "password": PASSWORD})
-            ).json()
+        async with serve(hourly) as client:
+            pair = await logged_in(client, user)
             sid = sid_of(pair)
-            await set_session(db, sid, last_used_at=long_ago)
+            await set_session(db, sid, last_used_at=LONG_AGO)
 
             assert (await me(client, pair)).status_code == 200
             touched = (await stored_session(db, sid)).last_used_at
-            await set_session(db, sid, last_used_at=long_ago)
+            await set_session(db, sid, last_used_at=LONG_AGO)
             for _ in range(10):
                 response = await me(client, pair)
                 assert response.status_code == 200
 
-        assert touched > long_ago
-        assert (await stored_session(db, sid)).last_used_at == long_ago
+        assert touched > LONG_AGO
+        assert (await stored_session(db, sid)).last_used_at == LONG_AGO
 
     async def test_each_session_is_touched_on_its_own(
-        self, app_with: AuthAppVariant, make_user: UserFactory, db: Sessions
+        self, hourly: FastAPI, make_user: UserFactory, db: Sessions
     ) -> None:
         user = await make_user()
-        long_ago = datetime(2020, 1, 1, tzinfo=utc_now().tzinfo)
-        async with serve(app_with(session_touch_interval_seconds=3600)) as client:
-            pairs = [
-                (await client.post(LOGIN, json={"email": user.email, "password": PASSWORD})).json()
-                for _ in range(2)
-            ]
+        async with serve(hourly) as client:
+            pairs = [await logged_in(client, user) for _ in range(2)]
             for pair in pairs:
-                await set_session(db, sid_of(pair), last_used_at=long_ago)
+                await set_session(db, sid_of(pair), last_used_at=LONG_AGO)
                 await me(client, pair)
 
         for pair in pairs:
-            assert (await stored_session(db, sid_of(pair))).last_used_at > (long_ago)
+            assert (await stored_session(db, sid_of(pair))).last_used_at > (LONG_AGO)
