@@ -1,6 +1,6 @@
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -56,9 +56,30 @@ def error_locs(body: dict[str, Any]) -> set[tuple[Any, ...]]:
     return {tuple(err["loc"]) for err in body["errors"]}
 
 
+type MemberFactory = Callable[..., Awaitable[tuple[User, dict[str, str]]]]
+
+
+@pytest.fixture
+def member(account: UserFactory, login: Login) -> MemberFactory:
+    """``await member(**columns)``: a user whose password is ``PASSWORD``, and bearer
+    headers of theirs (carrying the roles they have now)."""
+
+    async def make(**columns: Any) -> tuple[User, dict[str, str]]:
+        user = await account(**columns)
+        return user, login(user)
+
+    return make
+
+
 @pytest.fixture
 async def admin(session: AsyncSession) -> User:
     return await create_user(session, roles=["admin"])
+
+
+@pytest.fixture
+def as_admin(admin: User, login: Login) -> dict[str, str]:
+    """Bearer headers of ``admin``."""
+    return login(admin)
 
 
 async def change_email(
@@ -108,33 +129,28 @@ class TestAuthentication:
 
     @pytest.mark.parametrize(("method", "path"), ADMIN_ROUTES)
     async def test_non_admin_is_403_before_anything_else(
-        self,
-        client: httpx.AsyncClient,
-        session: AsyncSession,
-        login: Login,
-        method: str,
-        path: str,
+        self, client: httpx.AsyncClient, member: MemberFactory, method: str, path: str
     ) -> None:
-        user = await create_user(session, roles=["support", "admin:read"])
+        _, headers = await member(roles=["support", "admin:read"])
 
-        response = await client.request(method, USERS + path, json={}, headers=login(user))
+        response = await client.request(method, USERS + path, json={}, headers=headers)
 
         assert_problem(response, 403, "forbidden")
 
     async def test_token_of_a_deactivated_user_is_401(
-        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+        self, client: httpx.AsyncClient, member: MemberFactory
     ) -> None:
-        user = await create_user(session, is_active=False)
+        _, headers = await member(is_active=False)
 
-        response = await client.get(f"{USERS}/me", headers=login(user))
+        response = await client.get(f"{USERS}/me", headers=headers)
 
         assert_problem(response, 401, "invalid_token")
 
     async def test_token_in_the_query_string_is_ignored(
-        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+        self, client: httpx.AsyncClient, member: MemberFactory
     ) -> None:
-        user = await create_user(session)
-        token = login(user)["Authorization"].removeprefix("Bearer ")
+        _, headers = await member()
+        token = headers["Authorization"].removeprefix("Bearer ")
 
         response = await client.get(f"{USERS}/me", params={"access_token": token})
 
@@ -163,13 +179,13 @@ class TestReadMe:
 
 class TestUpdateMe:
     async def test_changes_the_name(
-        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+        self, client: httpx.AsyncClient, member: MemberFactory, session: AsyncSession
     ) -> None:
-        user = await create_user(session, full_name="Before")
+        user, headers = await member(full_name="Before")
         before = user.updated_at
 
         response = await client.patch(
-            f"{USERS}/me", json={"full_name": "  After  "}, headers=login(user)
+            f"{USERS}/me", json={"full_name": "  After  "}, headers=headers
         )
 
         assert response.status_code == 200, response.text
@@ -180,10 +196,9 @@ class TestUpdateMe:
         assert user.updated_at >= before
 
     async def test_null_clears_the_name_and_empty_body_changes_nothing(
-        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+        self, client: httpx.AsyncClient, member: MemberFactory
     ) -> None:
-        user = await create_user(session, full_name="Someone")
-        headers = login(user)
+        _, headers = await member(full_name="Someone")
 
         unchanged = await client.patch(f"{USERS}/me", json={}, headers=headers)
         cleared = await client.patch(f"{USERS}/me", json={"full_name": None}, headers=headers)
@@ -202,11 +217,11 @@ class TestUpdateMe:
         ids=["sql", "html", "unicode", "longest"],
     )
     async def test_names_are_stored_as_given(
-        self, client: httpx.AsyncClient, session: AsyncSession, login: Login, name: str
+        self, client: httpx.AsyncClient, member: MemberFactory, session: AsyncSession, name: str
     ) -> None:
-        user = await create_user(session)
+        user, headers = await member()
 
-        response = await client.patch(f"{USERS}/me", json={"full_name": name}, headers=login(user))
+        response = await client.patch(f"{USERS}/me", json={"full_name": name}, headers=headers)
 
         assert response.status_code == 200, response.text
         assert response.json()["full_name"] == name
@@ -241,13 +256,13 @@ class TestUpdateMe:
     async def test_bad_input_is_422(
         self,
         client: httpx.AsyncClient,
+        member: MemberFactory,
         session: AsyncSession,
-        login: Login,
         body: dict[str, Any],
     ) -> None:
-        user = await create_user(session, full_name="Kept", roles=[])
+        user, headers = await member(full_name="Kept", roles=[])
 
-        response = await client.patch(f"{USERS}/me", json=body, headers=login(user))
+        response = await client.patch(f"{USERS}/me", json=body, headers=headers)
 
         problem = assert_problem(response, 422, "validation_error")
         assert error_locs(problem) == {("body", next(iter(body)))}
@@ -255,15 +270,15 @@ class TestUpdateMe:
         assert (user.full_name, user.roles) == ("Kept", [])
 
     async def test_ten_megabyte_name_is_413(
-        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+        self, client: httpx.AsyncClient, member: MemberFactory
     ) -> None:
-        user = await create_user(session)
+        _, headers = await member()
         body = json.dumps({"full_name": "x" * 10_000_000})
 
         response = await client.patch(
             f"{USERS}/me",
             content=body,
-            headers={**login(user), "content-type": "application/json"},
+            headers={**headers, "content-type": "application/json"},
         )
 
         assert_problem(response, 413, "payload_too_large")
@@ -280,17 +295,16 @@ class TestUpdateMe:
     async def test_unreadable_bodies(
         self,
         client: httpx.AsyncClient,
-        session: AsyncSession,
-        login: Login,
+        member: MemberFactory,
         content: bytes,
         content_type: str,
         status: int,
         code: str,
     ) -> None:
-        user = await create_user(session)
+        _, headers = await member()
 
         response = await client.patch(
-            f"{USERS}/me", content=content, headers={**login(user), "content-type": content_type}
+            f"{USERS}/me", content=content, headers={**headers, "content-type": content_type}
         )
 
         assert_problem(response, status, code)
@@ -337,17 +351,16 @@ class TestEmailChange:
     async def test_taken_address_answers_the_same_and_warns_its_owner(
         self,
         client: httpx.AsyncClient,
+        member: MemberFactory,
         session: AsyncSession,
-        account: UserFactory,
-        login: Login,
         mailbox: Mailbox,
     ) -> None:
-        user = await account(email="asker@example.com")
-        free_user = await account(email="other@example.com")
+        _, headers = await member(email="asker@example.com")
+        _, free_user_headers = await member(email="other@example.com")
         await create_user(session, email="owner@example.com", full_name="<b>Owner</b>")
 
-        taken = await change_email(client, login(user), "owner@example.com")
-        free = await change_email(client, login(free_user), "free@example.com")
+        taken = await change_email(client, headers, "owner@example.com")
+        free = await change_email(client, free_user_headers, "free@example.com")
 
         assert (taken.status_code, taken.json()) == (free.status_code, free.json())
         messages = await mailbox.messages()
@@ -361,12 +374,12 @@ class TestEmailChange:
         assert asker_notice.tags == {"template": "email_change_notice"}
 
     async def test_names_are_escaped_in_the_html_email(
-        self, client: httpx.AsyncClient, account: UserFactory, login: Login, mailbox: Mailbox
+        self, client: httpx.AsyncClient, member: MemberFactory, mailbox: Mailbox
     ) -> None:
         name = "<img src=x onerror=alert(1)>"
-        user = await account(full_name=name)
+        _, headers = await member(full_name=name)
 
-        response = await change_email(client, login(user), "escaped@example.com")
+        response = await change_email(client, headers, "escaped@example.com")
 
         assert response.status_code == 202
         for message in await mailbox.messages():
@@ -377,15 +390,14 @@ class TestEmailChange:
     async def test_wrong_password_is_403_and_sends_nothing(
         self,
         client: httpx.AsyncClient,
+        member: MemberFactory,
         session: AsyncSession,
-        account: UserFactory,
-        login: Login,
         mailbox: Mailbox,
     ) -> None:
-        user = await account()
+        user, headers = await member()
         user_id = user.id
 
-        response = await change_email(client, login(user), "new@example.com", "wrong password!")
+        response = await change_email(client, headers, "new@example.com", "wrong password!")
 
         assert_problem(response, 403, "invalid_password")
         assert await mailbox.messages() == []
@@ -395,11 +407,11 @@ class TestEmailChange:
         assert "wrong password!" not in json.dumps(event.data)
 
     async def test_current_address_is_400(
-        self, client: httpx.AsyncClient, account: UserFactory, login: Login
+        self, client: httpx.AsyncClient, member: MemberFactory
     ) -> None:
-        user = await account(email="same@example.com")
+        _, headers = await member(email="same@example.com")
 
-        response = await change_email(client, login(user), "SAME@example.com")
+        response = await change_email(client, headers, "SAME@example.com")
 
         assert_problem(response, 400, "email_unchanged")
 
@@ -432,24 +444,23 @@ class TestEmailChange:
     async def test_bad_input_is_422(
         self,
         client: httpx.AsyncClient,
-        session: AsyncSession,
-        login: Login,
+        member: MemberFactory,
         body: dict[str, Any],
         loc: tuple[str, ...],
     ) -> None:
-        user = await create_user(session)
+        _, headers = await member()
 
-        response = await client.post(f"{USERS}/me/email", json=body, headers=login(user))
+        response = await client.post(f"{USERS}/me/email", json=body, headers=headers)
 
         assert loc in error_locs(assert_problem(response, 422, "validation_error"))
 
     async def test_overlong_password_is_not_echoed(
-        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+        self, client: httpx.AsyncClient, member: MemberFactory
     ) -> None:
-        user = await create_user(session)
+        _, headers = await member()
         secret = "s3cret-" * 150  # over the 1024-character input cap
 
-        response = await change_email(client, login(user), "new@example.com", secret)
+        response = await change_email(client, headers, "new@example.com", secret)
 
         assert_problem(response, 422, "validation_error")
         assert secret not in response.text
@@ -466,14 +477,13 @@ class TestEmailChange:
     async def test_used_token_is_400_and_audited_against_its_owner(
         self,
         client: httpx.AsyncClient,
+        member: MemberFactory,
         session: AsyncSession,
-        account: UserFactory,
-        login: Login,
         mailbox: Mailbox,
     ) -> None:
-        user = await account()
+        user, headers = await member()
         user_id = user.id
-        await change_email(client, login(user), "twice@example.com")
+        await change_email(client, headers, "twice@example.com")
         (confirm,) = await mailbox.to("twice@example.com")
         token = confirm.token
         assert (await client.post(CONFIRM, json={"token": token})).is_success
@@ -495,13 +505,12 @@ class TestEmailChange:
     async def test_address_taken_before_the_click_is_409(
         self,
         client: httpx.AsyncClient,
+        member: MemberFactory,
         session: AsyncSession,
-        account: UserFactory,
-        login: Login,
         mailbox: Mailbox,
     ) -> None:
-        user = await account(email="slow@example.com")
-        await change_email(client, login(user), "contested@example.com")
+        user, headers = await member(email="slow@example.com")
+        await change_email(client, headers, "contested@example.com")
         (confirm,) = await mailbox.to("contested@example.com")
         token = confirm.token
         await create_user(session, email="contested@example.com")
@@ -517,14 +526,13 @@ class TestDeleteMe:
     async def test_deletes_the_account_and_keeps_its_audit_trail(
         self,
         client: httpx.AsyncClient,
+        member: MemberFactory,
         session: AsyncSession,
         account: UserFactory,
-        login: Login,
         published: list[object],
     ) -> None:
-        user = await account()
+        user, headers = await member()
         user_id = user.id
-        headers = login(user)
 
         response = await delete_me(client, headers, {"password": PASSWORD})
 
@@ -542,15 +550,14 @@ class TestDeleteMe:
     async def test_wrong_password_is_403_and_keeps_the_account(
         self,
         client: httpx.AsyncClient,
+        member: MemberFactory,
         session: AsyncSession,
-        account: UserFactory,
-        login: Login,
         published: list[object],
     ) -> None:
-        user = await account()
+        user, headers = await member()
         user_id = user.id
 
-        response = await delete_me(client, login(user), {"password": "guess guess guess"})
+        response = await delete_me(client, headers, {"password": "guess guess guess"})
 
         assert_problem(response, 403, "invalid_password")
         assert published == []
@@ -565,14 +572,13 @@ class TestDeleteMe:
     async def test_bad_input_is_422(
         self,
         client: httpx.AsyncClient,
+        member: MemberFactory,
         session: AsyncSession,
-        account: UserFactory,
-        login: Login,
         body: dict[str, Any] | None,
     ) -> None:
-        user = await account()
+        user, headers = await member()
 
-        response = await delete_me(client, login(user), body)
+        response = await delete_me(client, headers, body)
 
         if body is None:  # no body, no content type: core asks for JSON
             assert_problem(response, 415, "unsupported_media_type")
@@ -583,21 +589,19 @@ class TestDeleteMe:
 
 class TestAdminList:
     async def test_pages_through_every_matching_user_once(
-        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+        self, client: httpx.AsyncClient, as_admin: dict[str, str], session: AsyncSession
     ) -> None:
-        admin = await create_user(session, roles=["admin"])
         tag = uuid4().hex[:8]
         created = {
             str((await create_user(session, email=f"{tag}-{i}@example.com", roles=["ops"])).id)
             for i in range(5)
         }
         await create_user(session, email=f"{tag}-x@example.com", roles=["ops"], is_active=False)
-        headers = login(admin)
 
         seen: list[str] = []
         params: dict[str, str | int] = {"q": tag, "role": "ops", "is_active": "true", "limit": 2}
         for _ in range(10):
-            response = await client.get(f"{USERS}/", params=params, headers=headers)
+            response = await client.get(f"{USERS}/", params=params, headers=as_admin)
             assert response.status_code == 200, response.text
             body = response.json()
             assert set(body) == {"items", "next_cursor"}
@@ -611,11 +615,9 @@ class TestAdminList:
         assert set(seen) == created
 
     async def test_default_limit_and_no_trailing_slash(
-        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+        self, client: httpx.AsyncClient, as_admin: dict[str, str], admin: User
     ) -> None:
-        admin = await create_user(session, roles=["admin"])
-
-        response = await client.get(USERS, headers=login(admin))
+        response = await client.get(USERS, headers=as_admin)
 
         assert response.status_code == 200, response.text
         assert str(admin.id) in [item["id"] for item in response.json()["items"]]
@@ -637,13 +639,12 @@ class TestAdminList:
         assert [item["id"] for item in response.json()["items"]] == [str(literal.id)]
 
     async def test_role_filter(
-        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+        self, client: httpx.AsyncClient, as_admin: dict[str, str], session: AsyncSession
     ) -> None:
-        admin = await create_user(session, roles=["admin"])
         auditor = await create_user(session, roles=["auditor", "ops"])
         await create_user(session, roles=["auditor:read"])
 
-        response = await client.get(f"{USERS}/", params={"role": "auditor"}, headers=login(admin))
+        response = await client.get(f"{USERS}/", params={"role": "auditor"}, headers=as_admin)
 
         assert [item["id"] for item in response.json()["items"]] == [str(auditor.id)]
 
@@ -661,35 +662,24 @@ class TestAdminList:
         ],
     )
     async def test_bad_query_is_422(
-        self,
-        client: httpx.AsyncClient,
-        session: AsyncSession,
-        login: Login,
-        params: dict[str, Any],
-        loc: str,
+        self, client: httpx.AsyncClient, as_admin: dict[str, str], params: dict[str, Any], loc: str
     ) -> None:
-        admin = await create_user(session, roles=["admin"])
-
-        response = await client.get(f"{USERS}/", params=params, headers=login(admin))
+        response = await client.get(f"{USERS}/", params=params, headers=as_admin)
 
         assert error_locs(assert_problem(response, 422, "validation_error")) == {("query", loc)}
 
     @pytest.mark.parametrize("cursor", ["garbage", "e30", "eyJjIjogMX0", "W10"])
     async def test_malformed_cursor_is_400(
-        self, client: httpx.AsyncClient, session: AsyncSession, login: Login, cursor: str
+        self, client: httpx.AsyncClient, as_admin: dict[str, str], cursor: str
     ) -> None:
-        admin = await create_user(session, roles=["admin"])
-
-        response = await client.get(f"{USERS}/", params={"cursor": cursor}, headers=login(admin))
+        response = await client.get(f"{USERS}/", params={"cursor": cursor}, headers=as_admin)
 
         assert_problem(response, 400, "invalid_cursor")
 
     async def test_limit_200_is_allowed(
-        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+        self, client: httpx.AsyncClient, as_admin: dict[str, str]
     ) -> None:
-        admin = await create_user(session, roles=["admin"])
-
-        response = await client.get(f"{USERS}/", params={"limit": 200}, headers=login(admin))
+        response = await client.get(f"{USERS}/", params={"limit": 200}, headers=as_admin)
 
         assert response.status_code == 200
 
@@ -698,12 +688,11 @@ class TestAdminCreate:
     async def test_creates_a_user(
         self,
         client: httpx.AsyncClient,
+        as_admin: dict[str, str],
+        admin: User,
         session: AsyncSession,
-        login: Login,
         passwords: Passwords,
     ) -> None:
-        admin = await create_user(session, roles=["admin"])
-
         response = await client.post(
             f"{USERS}/",
             json={
@@ -713,7 +702,7 @@ class TestAdminCreate:
                 "roles": ["ops", "ops"],
                 "is_verified": True,
             },
-            headers=login(admin),
+            headers=as_admin,
         )
 
         assert response.status_code == 201, response.text
@@ -737,12 +726,10 @@ class TestAdminCreate:
         )
 
     async def test_minimal_body_and_no_trailing_slash(
-        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+        self, client: httpx.AsyncClient, as_admin: dict[str, str]
     ) -> None:
-        admin = await create_user(session, roles=["admin"])
-
         response = await client.post(
-            USERS, json={"email": "min@example.com", "password": PASSWORD}, headers=login(admin)
+            USERS, json={"email": "min@example.com", "password": PASSWORD}, headers=as_admin
         )
 
         assert response.status_code == 201, response.text
@@ -750,28 +737,25 @@ class TestAdminCreate:
         assert (body["full_name"], body["roles"], body["is_verified"]) == (None, [], False)
 
     async def test_existing_address_is_409(
-        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+        self, client: httpx.AsyncClient, as_admin: dict[str, str], session: AsyncSession
     ) -> None:
-        admin = await create_user(session, roles=["admin"])
         await create_user(session, email="dupe@example.com")
 
         response = await client.post(
             f"{USERS}/",
             json={"email": "DUPE@example.com", "password": PASSWORD},
-            headers=login(admin),
+            headers=as_admin,
         )
 
         assert_problem(response, 409, "email_taken")
 
     async def test_weak_password_is_422_with_the_reason(
-        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+        self, client: httpx.AsyncClient, as_admin: dict[str, str]
     ) -> None:
-        admin = await create_user(session, roles=["admin"])
-
         response = await client.post(
             f"{USERS}/",
             json={"email": "weak@example.com", "password": "short"},
-            headers=login(admin),
+            headers=as_admin,
         )
 
         body = assert_problem(response, 422, "weak_password")
@@ -803,14 +787,11 @@ class TestAdminCreate:
     async def test_bad_input_is_422(
         self,
         client: httpx.AsyncClient,
-        session: AsyncSession,
-        login: Login,
+        as_admin: dict[str, str],
         body: dict[str, Any],
         loc: tuple[str, ...] | None,
     ) -> None:
-        admin = await create_user(session, roles=["admin"])
-
-        response = await client.post(f"{USERS}/", json=body, headers=login(admin))
+        response = await client.post(f"{USERS}/", json=body, headers=as_admin)
 
         problem = assert_problem(response, 422, "validation_error")
         if loc is not None:
@@ -819,12 +800,11 @@ class TestAdminCreate:
 
 class TestAdminReadUpdateDelete:
     async def test_read(
-        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+        self, client: httpx.AsyncClient, as_admin: dict[str, str], session: AsyncSession
     ) -> None:
-        admin = await create_user(session, roles=["admin"])
         user = await create_user(session, password_hash="scrypt$salt$hash")
 
-        response = await client.get(f"{USERS}/{user.id}", headers=login(admin))
+        response = await client.get(f"{USERS}/{user.id}", headers=as_admin)
 
         assert response.status_code == 200
         assert set(response.json()) == USER_FIELDS
@@ -839,25 +819,16 @@ class TestAdminReadUpdateDelete:
         ],
     )
     async def test_unknown_id_is_404(
-        self,
-        client: httpx.AsyncClient,
-        session: AsyncSession,
-        login: Login,
-        method: str,
-        path: str,
+        self, client: httpx.AsyncClient, as_admin: dict[str, str], method: str, path: str
     ) -> None:
-        admin = await create_user(session, roles=["admin"])
-
-        response = await client.request(method, USERS + path, json={}, headers=login(admin))
+        response = await client.request(method, USERS + path, json={}, headers=as_admin)
 
         assert_problem(response, 404, "not_found")
 
     async def test_malformed_id_is_422(
-        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+        self, client: httpx.AsyncClient, as_admin: dict[str, str]
     ) -> None:
-        admin = await create_user(session, roles=["admin"])
-
-        response = await client.get(f"{USERS}/not-a-uuid", headers=login(admin))
+        response = await client.get(f"{USERS}/not-a-uuid", headers=as_admin)
 
         body = assert_problem(response, 422, "validation_error")
         assert error_locs(body) == {("path", "user_id")}
@@ -865,17 +836,17 @@ class TestAdminReadUpdateDelete:
     async def test_update(
         self,
         client: httpx.AsyncClient,
+        as_admin: dict[str, str],
+        admin: User,
         session: AsyncSession,
-        login: Login,
         published: list[object],
     ) -> None:
-        admin = await create_user(session, roles=["admin"])
         user = await create_user(session, roles=["ops"], is_verified=False)
 
         response = await client.patch(
             f"{USERS}/{user.id}",
             json={"roles": ["ops", "admin"], "is_active": False, "is_verified": True},
-            headers=login(admin),
+            headers=as_admin,
         )
 
         assert response.status_code == 200, response.text
@@ -907,14 +878,13 @@ class TestAdminReadUpdateDelete:
     async def test_bad_update_is_422(
         self,
         client: httpx.AsyncClient,
+        as_admin: dict[str, str],
         session: AsyncSession,
-        login: Login,
         body: dict[str, Any],
     ) -> None:
-        admin = await create_user(session, roles=["admin"])
         user = await create_user(session)
 
-        response = await client.patch(f"{USERS}/{user.id}", json=body, headers=login(admin))
+        response = await client.patch(f"{USERS}/{user.id}", json=body, headers=as_admin)
 
         assert_problem(response, 422, "validation_error")
 
@@ -948,21 +918,20 @@ class TestAdminReadUpdateDelete:
     async def test_delete(
         self,
         client: httpx.AsyncClient,
+        as_admin: dict[str, str],
+        admin: User,
         session: AsyncSession,
-        login: Login,
         published: list[object],
     ) -> None:
-        admin = await create_user(session, roles=["admin"])
         admin_id = admin.id
         user = await create_user(session)
         user_id = user.id
-        headers = login(admin)
 
-        response = await client.delete(f"{USERS}/{user_id}", headers=headers)
+        response = await client.delete(f"{USERS}/{user_id}", headers=as_admin)
 
         assert response.status_code == 204
         assert published == [UserDeleted(user_id=user_id)]
-        assert_problem(await client.get(f"{USERS}/{user_id}", headers=headers), 404, "not_found")
+        assert_problem(await client.get(f"{USERS}/{user_id}", headers=as_admin), 404, "not_found")
         [event] = await audit_events(session, "admin.user.deleted")
         assert (event.actor_id, event.target_type, event.target_id) == (
             admin_id,
