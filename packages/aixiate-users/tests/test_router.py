@@ -56,11 +56,12 @@ def error_locs(body: dict[str, Any]) -> set[tuple[Any, ...]]:
     return {tuple(err["loc"]) for err in body["errors"]}
 
 
-type MemberFactory = Callable[..., Awaitable[tuple[User, dict[str, str]]]]
+#: ``member(**columns)``: where the tests get their signed-in users.
+type Members = Callable[..., Awaitable[tuple[User, dict[str, str]]]]
 
 
 @pytest.fixture
-def member(account: UserFactory, login: Login) -> MemberFactory:
+def member(account: UserFactory, login: Login) -> Members:
     """``await member(**columns)``: a user whose password is ``PASSWORD``, and bearer
     headers of theirs (carrying the roles they have now)."""
 
@@ -129,7 +130,7 @@ class TestAuthentication:
 
     @pytest.mark.parametrize(("method", "path"), ADMIN_ROUTES)
     async def test_non_admin_is_403_before_anything_else(
-        self, client: httpx.AsyncClient, member: MemberFactory, method: str, path: str
+        self, client: httpx.AsyncClient, member: Members, method: str, path: str
     ) -> None:
         _, headers = await member(roles=["support", "admin:read"])
 
@@ -138,7 +139,7 @@ class TestAuthentication:
         assert_problem(response, 403, "forbidden")
 
     async def test_token_of_a_deactivated_user_is_401(
-        self, client: httpx.AsyncClient, member: MemberFactory
+        self, client: httpx.AsyncClient, member: Members
     ) -> None:
         _, headers = await member(is_active=False)
 
@@ -147,7 +148,7 @@ class TestAuthentication:
         assert_problem(response, 401, "invalid_token")
 
     async def test_token_in_the_query_string_is_ignored(
-        self, client: httpx.AsyncClient, member: MemberFactory
+        self, client: httpx.AsyncClient, member: Members
     ) -> None:
         _, headers = await member()
         token = headers["Authorization"].removeprefix("Bearer ")
@@ -179,7 +180,7 @@ class TestReadMe:
 
 class TestUpdateMe:
     async def test_changes_the_name(
-        self, client: httpx.AsyncClient, member: MemberFactory, session: AsyncSession
+        self, client: httpx.AsyncClient, member: Members, session: AsyncSession
     ) -> None:
         user, headers = await member(full_name="Before")
         before = user.updated_at
@@ -196,7 +197,7 @@ class TestUpdateMe:
         assert user.updated_at >= before
 
     async def test_null_clears_the_name_and_empty_body_changes_nothing(
-        self, client: httpx.AsyncClient, member: MemberFactory
+        self, client: httpx.AsyncClient, member: Members
     ) -> None:
         _, headers = await member(full_name="Someone")
 
@@ -217,7 +218,7 @@ class TestUpdateMe:
         ids=["sql", "html", "unicode", "longest"],
     )
     async def test_names_are_stored_as_given(
-        self, client: httpx.AsyncClient, member: MemberFactory, session: AsyncSession, name: str
+        self, client: httpx.AsyncClient, member: Members, session: AsyncSession, name: str
     ) -> None:
         user, headers = await member()
 
@@ -256,7 +257,7 @@ class TestUpdateMe:
     async def test_bad_input_is_422(
         self,
         client: httpx.AsyncClient,
-        member: MemberFactory,
+        member: Members,
         session: AsyncSession,
         body: dict[str, Any],
     ) -> None:
@@ -270,7 +271,7 @@ class TestUpdateMe:
         assert (user.full_name, user.roles) == ("Kept", [])
 
     async def test_ten_megabyte_name_is_413(
-        self, client: httpx.AsyncClient, member: MemberFactory
+        self, client: httpx.AsyncClient, member: Members
     ) -> None:
         _, headers = await member()
         body = json.dumps({"full_name": "x" * 10_000_000})
@@ -295,7 +296,7 @@ class TestUpdateMe:
     async def test_unreadable_bodies(
         self,
         client: httpx.AsyncClient,
-        member: MemberFactory,
+        member: Members,
         content: bytes,
         content_type: str,
         status: int,
@@ -349,11 +350,7 @@ class TestEmailChange:
         assert_problem(again, 400, "invalid_or_expired_token")
 
     async def test_taken_address_answers_the_same_and_warns_its_owner(
-        self,
-        client: httpx.AsyncClient,
-        member: MemberFactory,
-        session: AsyncSession,
-        mailbox: Mailbox,
+        self, client: httpx.AsyncClient, member: Members, session: AsyncSession, mailbox: Mailbox
     ) -> None:
         _, headers = await member(email="asker@example.com")
         _, free_user_headers = await member(email="other@example.com")
@@ -374,7 +371,7 @@ class TestEmailChange:
         assert asker_notice.tags == {"template": "email_change_notice"}
 
     async def test_names_are_escaped_in_the_html_email(
-        self, client: httpx.AsyncClient, member: MemberFactory, mailbox: Mailbox
+        self, client: httpx.AsyncClient, member: Members, mailbox: Mailbox
     ) -> None:
         name = "<img src=x onerror=alert(1)>"
         _, headers = await member(full_name=name)
@@ -388,11 +385,7 @@ class TestEmailChange:
             assert name in message.text
 
     async def test_wrong_password_is_403_and_sends_nothing(
-        self,
-        client: httpx.AsyncClient,
-        member: MemberFactory,
-        session: AsyncSession,
-        mailbox: Mailbox,
+        self, client: httpx.AsyncClient, member: Members, session: AsyncSession, mailbox: Mailbox
     ) -> None:
         user, headers = await member()
         user_id = user.id
@@ -406,9 +399,7 @@ class TestEmailChange:
         assert_refusal(event, response, user_id, "bad_password")
         assert "wrong password!" not in json.dumps(event.data)
 
-    async def test_current_address_is_400(
-        self, client: httpx.AsyncClient, member: MemberFactory
-    ) -> None:
+    async def test_current_address_is_400(self, client: httpx.AsyncClient, member: Members) -> None:
         _, headers = await member(email="same@example.com")
 
         response = await change_email(client, headers, "SAME@example.com")
@@ -442,11 +433,7 @@ class TestEmailChange:
         ],
     )
     async def test_bad_input_is_422(
-        self,
-        client: httpx.AsyncClient,
-        member: MemberFactory,
-        body: dict[str, Any],
-        loc: tuple[str, ...],
+        self, client: httpx.AsyncClient, member: Members, body: dict[str, Any], loc: tuple[str, ...]
     ) -> None:
         _, headers = await member()
 
@@ -455,7 +442,7 @@ class TestEmailChange:
         assert loc in error_locs(assert_problem(response, 422, "validation_error"))
 
     async def test_overlong_password_is_not_echoed(
-        self, client: httpx.AsyncClient, member: MemberFactory
+        self, client: httpx.AsyncClient, member: Members
     ) -> None:
         _, headers = await member()
         secret = "s3cret-" * 150  # over the 1024-character input cap
@@ -475,11 +462,7 @@ class TestEmailChange:
         assert_refusal(event, response, None, "unknown_token")
 
     async def test_used_token_is_400_and_audited_against_its_owner(
-        self,
-        client: httpx.AsyncClient,
-        member: MemberFactory,
-        session: AsyncSession,
-        mailbox: Mailbox,
+        self, client: httpx.AsyncClient, member: Members, session: AsyncSession, mailbox: Mailbox
     ) -> None:
         user, headers = await member()
         user_id = user.id
@@ -503,11 +486,7 @@ class TestEmailChange:
         assert token not in json.dumps(event.model_dump(mode="json"))
 
     async def test_address_taken_before_the_click_is_409(
-        self,
-        client: httpx.AsyncClient,
-        member: MemberFactory,
-        session: AsyncSession,
-        mailbox: Mailbox,
+        self, client: httpx.AsyncClient, member: Members, session: AsyncSession, mailbox: Mailbox
     ) -> None:
         user, headers = await member(email="slow@example.com")
         await change_email(client, headers, "contested@example.com")
@@ -526,7 +505,7 @@ class TestDeleteMe:
     async def test_deletes_the_account_and_keeps_its_audit_trail(
         self,
         client: httpx.AsyncClient,
-        member: MemberFactory,
+        member: Members,
         session: AsyncSession,
         account: UserFactory,
         published: list[object],
@@ -550,7 +529,7 @@ class TestDeleteMe:
     async def test_wrong_password_is_403_and_keeps_the_account(
         self,
         client: httpx.AsyncClient,
-        member: MemberFactory,
+        member: Members,
         session: AsyncSession,
         published: list[object],
     ) -> None:
@@ -572,7 +551,7 @@ class TestDeleteMe:
     async def test_bad_input_is_422(
         self,
         client: httpx.AsyncClient,
-        member: MemberFactory,
+        member: Members,
         session: AsyncSession,
         body: dict[str, Any] | None,
     ) -> None:
