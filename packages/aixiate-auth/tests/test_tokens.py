@@ -141,18 +141,15 @@ class TestMissingToken:
         assert response.json()["code"] == "not_authenticated"
         assert response.headers["www-authenticate"] == "Bearer"
 
-    async def test_token_in_a_cookie_is_not_read(
-        self, api: httpx.AsyncClient, caller: Caller
+    @pytest.mark.parametrize(
+        ("header", "value"),
+        [("Cookie", "access_token={token}"), ("Authorization", "Basic {token}")],
+        ids=["token_in_a_cookie_is_not_read", "other_schemes_are_not_a_bearer_token"],
+    )
+    async def test_only_a_bearer_header_carries_the_token(
+        self, api: httpx.AsyncClient, caller: Caller, header: str, value: str
     ) -> None:
-        response = await api.get(ME, headers={"Cookie": f"access_token={caller.access_token}"})
-
-        assert response.status_code == 401
-        assert response.json()["code"] == "not_authenticated"
-
-    async def test_other_schemes_are_not_a_bearer_token(
-        self, api: httpx.AsyncClient, caller: Caller
-    ) -> None:
-        response = await api.get(ME, headers={"Authorization": f"Basic {caller.access_token}"})
+        response = await api.get(ME, headers={header: value.format(token=caller.access_token)})
 
         assert response.status_code == 401
         assert response.json()["code"] == "not_authenticated"
