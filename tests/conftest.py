@@ -4,7 +4,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -244,3 +244,14 @@ def two_service_urls(
         service_settings, ("a", "b"), service_workdir, service_extra_env
     ) as services:
         yield [service.url for service in services.values()]
+
+
+@pytest.fixture
+async def clients(two_service_urls: list[str]) -> AsyncIterator[list[httpx.AsyncClient]]:
+    """A client of each of the two service processes."""
+    first, second = two_service_urls
+    async with (
+        httpx.AsyncClient(base_url=first, timeout=10) as a,
+        httpx.AsyncClient(base_url=second, timeout=10) as b,
+    ):
+        yield [a, b]

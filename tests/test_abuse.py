@@ -10,7 +10,6 @@ across two replicas, the admin unlock, and the global ceiling per IP.
 
 import asyncio
 import subprocess
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from typing import Any
@@ -18,31 +17,26 @@ from uuid import uuid4
 
 import httpx
 import pytest
-from aixiate_audit.models import AuditEvent
 from aixiate_auth.settings import AuthSettings
 from aixiate_core.db import create_sessionmaker
 from aixiate_core.settings import Settings
 from aixiate_core.testing import (
-    delete_prefixed,
+    FakeClock,
+    Sessions,
+    bearer,
     postgres_server_url,
     redis_server_url,
     serve_from,
 )
 from aixiate_users.models import User
-from aixiate_users.testing import create_user
+from aixiate_users.testing import PASSWORD, WRONG_PASSWORD, audit_events, create_user
 from fastapi import FastAPI
-from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
-from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-PASSWORD = "vivid-otter-harbour-42"
-WRONG = "not-the-password-at-all"
 API = "/api/v1"
 
 type RunCommand = Callable[..., subprocess.CompletedProcess[str]]
 type ServiceFactory = Callable[..., FastAPI]
-type Sessions = async_sessionmaker[AsyncSession]
 
 shared_backends = pytest.mark.skipif(
     postgres_server_url() is None or redis_server_url() is None,
@@ -54,28 +48,15 @@ shared_backends = pytest.mark.skipif(
 )
 
 
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-async def login(client: httpx.AsyncClient, email: str, password: str = WRONG) -> httpx.Response:
+async def login(
+    client: httpx.AsyncClient, email: str, password: str = WRONG_PASSWORD
+) -> httpx.Response:
     return await client.post(f"{API}/auth/login", json={"email": email, "password": password})
 
 
 def code_of(response: httpx.Response) -> str:
     body: dict[str, Any] = response.json()
     return str(body.get("code", response.status_code))
-
-
-async def events_of(db: Sessions, event_type: str, target: object) -> list[AuditEvent]:
-    async with db() as session:
-        statement = (
-            select(AuditEvent)
-            .where(col(AuditEvent.event_type) == event_type)
-            .where(col(AuditEvent.target_id) == str(target))
-            .order_by(col(AuditEvent.occurred_at))
-        )
-        return list((await session.exec(statement)).all())
 
 
 @pytest.fixture
@@ -97,16 +78,6 @@ def service_extra_env() -> dict[str, str]:
         "AIXIATE_RATE_LIMIT_LOGIN_PER_ACCOUNT": "1000/minute",
         "AIXIATE_RATE_LIMIT_PASSWORD_FORGOT_PER_IP": "4/minute",
     }
-
-
-@pytest.fixture
-async def clients(two_service_urls: list[str]) -> AsyncIterator[list[httpx.AsyncClient]]:
-    first, second = two_service_urls
-    async with (
-        httpx.AsyncClient(base_url=first, timeout=10) as a,
-        httpx.AsyncClient(base_url=second, timeout=10) as b,
-    ):
-        yield [a, b]
 
 
 async def signed_up(client: httpx.AsyncClient) -> str:
@@ -201,35 +172,13 @@ class TestTwoProcesses:
 
         assert unlocked.status_code == 204, unlocked.text
         assert (await login(b, email, PASSWORD)).status_code == 200
-        (event,) = await events_of(db, "auth.account.unlocked", user_id)
+        (event,) = await audit_events(db, "auth.account.unlocked", about=user_id)
         assert event.data == {"was_locked": True}
-        locked = await events_of(db, "auth.account.locked", user_id)
+        locked = await audit_events(db, "auth.account.locked", about=user_id)
         assert [e.data["level"] for e in locked] == [1]
 
 
 # --- the in-process service, time in the test's hand ----------------------------------------
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-async def forget_redis(settings: Settings) -> AsyncIterator[None]:
-    yield
-    if settings.redis_url:
-        client = Redis.from_url(settings.redis_url)
-        try:
-            await delete_prefixed(client, settings.redis_key_prefix)
-        finally:
-            await client.aclose()
 
 
 def service(make_service: ServiceFactory, settings: Settings, **overrides: Any) -> FastAPI:
@@ -300,7 +249,9 @@ class TestReplicasWithTheClockInHand:
         assert after.status_code == 200
         # The unlock forgot the escalation as well.
         assert fourth.headers["retry-after"] == "60"
-        levels = [e.data["level"] for e in await events_of(db, "auth.account.locked", user.id)]
+        levels = [
+            e.data["level"] for e in await audit_events(db, "auth.account.locked", about=user.id)
+        ]
         assert levels == [1, 2, 3, 1]
 
 

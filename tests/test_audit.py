@@ -4,7 +4,6 @@ holds under concurrency and reveals tampering, and the query APIs show the right
 
 import asyncio
 import json
-import re
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -22,12 +21,13 @@ from aixiate_audit.models import AuditEvent
 from aixiate_audit.repository import AuditRepository
 from aixiate_core.app import API_PREFIX
 from aixiate_core.db import SessionDep, commit, create_engine, create_sessionmaker, utc_now
-from aixiate_core.outbox import Outbox, OutboxEmail
 from aixiate_core.settings import Settings
-from aixiate_core.testing import postgres_server_url, serve
+from aixiate_core.testing import bearer, postgres_server_url, serve
+from aixiate_core.testing.mail import Mailbox, link_token
 from aixiate_users import service as users_service
 from aixiate_users.dependencies import CurrentUser
 from aixiate_users.schemas import AdminUserCreate, UserUpdate
+from aixiate_users.testing import audit_events
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
 from sqlalchemy import text
@@ -42,34 +42,24 @@ type ServiceFactory = Callable[..., FastAPI]
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
 
 
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
 def password() -> str:
     return f"audit-{uuid4().hex[:10]}-harbour"
 
 
 class Inbox:
     """The emails the service queued, read from its outbox (no dispatcher runs: on SQLite
-    its writes would race the walk's requests)."""
+    its writes would race the walk's requests), each link handed out once."""
 
     def __init__(self, settings: Settings) -> None:
-        self.outbox = Outbox(settings)
         self.engine = create_engine(settings)
+        self.mailbox = Mailbox(settings, create_sessionmaker(self.engine))
         self._read: set[UUID] = set()
 
     async def token_to(self, address: str, path: str) -> str:
-        async with create_sessionmaker(self.engine)() as session:
-            rows = await session.exec(
-                select(OutboxEmail).where(col(OutboxEmail.payload).is_not(None))
-            )
-            for row in rows.all():
-                message = self.outbox.open(row)
-                match = re.search(rf"/{path}\?token=([A-Za-z0-9_\-]+)", message.text)
-                if row.id not in self._read and message.to == address and match:
-                    self._read.add(row.id)
-                    return match.group(1)
+        for mail in await self.mailbox.to(address):
+            if mail.id not in self._read and f"/{path}?token=" in mail.text:
+                self._read.add(mail.id)
+                return link_token(mail.text, path)
         raise AssertionError(f"no {path} email to {address}")
 
 
@@ -132,14 +122,6 @@ async def service(settings: Settings, make_service: ServiceFactory) -> AsyncIter
         await inbox.engine.dispose()
 
 
-async def events_of(engine: AsyncEngine, response: httpx.Response) -> list[AuditEvent]:
-    async with create_sessionmaker(engine)() as session:
-        statement = select(AuditEvent).where(
-            col(AuditEvent.request_id) == response.headers["x-request-id"]
-        )
-        return list((await session.exec(statement)).all())
-
-
 # --- every state-changing route, with a valid request -----------------------------------
 
 type Step = Callable[[Service, dict[str, Any]], Awaitable[httpx.Response]]
@@ -168,30 +150,30 @@ async def _resend(s: Service, ctx: dict[str, Any]) -> httpx.Response:
     return await s.client.post(f"{API}/auth/verify-email/resend", json={"email": unverified})
 
 
+def _keep_pair(s: Service, ctx: dict[str, Any], key: str, response: httpx.Response) -> None:
+    """Puts the token pair of ``response`` in ``ctx[key]``, and among the walk's secrets."""
+    ctx[key] = response.json()
+    s.secrets.update((ctx[key]["access_token"], ctx[key]["refresh_token"]))
+
+
 async def _login(s: Service, ctx: dict[str, Any]) -> httpx.Response:
-    response = await s.client.post(
-        f"{API}/auth/login", json={"email": ctx["email"], "password": ctx["password"]}
-    )
-    ctx["pair"] = response.json()
-    s.secrets.update((ctx["pair"]["access_token"], ctx["pair"]["refresh_token"]))
+    credentials = {"email": ctx["email"], "password": ctx["password"]}
+    response = await s.client.post(f"{API}/auth/login", json=credentials)
+    _keep_pair(s, ctx, "pair", response)
     return response
 
 
 async def _token(s: Service, ctx: dict[str, Any]) -> httpx.Response:
-    response = await s.client.post(
-        f"{API}/auth/token", data={"username": ctx["email"], "password": ctx["password"]}
-    )
-    ctx["second_pair"] = response.json()
-    s.secrets.update((ctx["second_pair"]["access_token"], ctx["second_pair"]["refresh_token"]))
+    form = {"username": ctx["email"], "password": ctx["password"]}
+    response = await s.client.post(f"{API}/auth/token", data=form)
+    _keep_pair(s, ctx, "second_pair", response)
     return response
 
 
 async def _refresh(s: Service, ctx: dict[str, Any]) -> httpx.Response:
-    response = await s.client.post(
-        f"{API}/auth/refresh", json={"refresh_token": ctx["pair"]["refresh_token"]}
-    )
-    ctx["pair"] = response.json()
-    s.secrets.update((ctx["pair"]["access_token"], ctx["pair"]["refresh_token"]))
+    refresh = {"refresh_token": ctx["pair"]["refresh_token"]}
+    response = await s.client.post(f"{API}/auth/refresh", json=refresh)
+    _keep_pair(s, ctx, "pair", response)
     return response
 
 
@@ -364,10 +346,10 @@ class TestCoverage:
         self, service: Service, engine: AsyncEngine
     ) -> None:
         responses = await walk(service)
-        silent = [key for key, r in responses.items() if not await events_of(engine, r)]
+        silent = [key for key, r in responses.items() if not await audit_events(engine, response=r)]
         assert silent == []
         # The request id of the event is the response's, as on the log lines.
-        login = await events_of(engine, responses[("POST", f"{API}/auth/login")])
+        login = await audit_events(engine, response=responses[("POST", f"{API}/auth/login")])
         assert [e.event_type for e in login] == ["auth.login.succeeded"]
         assert login[0].ip == "203.0.113.7"
 
@@ -395,7 +377,7 @@ class TestNoSecrets:
         )
         # ... and refused tokens and passwords, each committed on its own.
         refused = await refuse_everything(service, email)
-        failures = [await events_of(engine, response) for response in refused]
+        failures = [await audit_events(engine, response=response) for response in refused]
         assert [[(e.event_type, e.success) for e in found] for found in failures] == [
             [("auth.refresh.failed", False)],
             [("user.email.verify.failed", False)],
@@ -470,7 +452,7 @@ class TestAtomicity:
         done = await service.client.patch(
             f"{API}/users/me", json={"full_name": "Now"}, headers=bearer(pair["access_token"])
         )
-        assert [e.event_type for e in await events_of(engine, done)] == ["user.updated"]
+        assert [e.event_type for e in await audit_events(engine, response=done)] == ["user.updated"]
 
 
 class TestChainUnderLoad:
@@ -491,7 +473,7 @@ class TestChainUnderLoad:
         assert {a.status_code for a in answers} == {401}
         failed = 0
         for answer in answers:
-            failed += len(await events_of(engine, answer))
+            failed += len(await audit_events(engine, response=answer))
         assert failed == 200
         verified = await service.client.get(f"{API}/audit/verify", headers=admin)
         assert verified.json()["ok"] is True, verified.json()

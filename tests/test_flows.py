@@ -3,7 +3,6 @@ emails really sent: the outbox dispatcher delivers them to a local fake of Resen
 the links are read from what the fake received."""
 
 import asyncio
-import re
 from collections.abc import AsyncIterator
 from typing import Any
 from uuid import uuid4
@@ -13,18 +12,13 @@ import pytest
 from aixiate_api.app import create_app
 from aixiate_auth.settings import AuthSettings
 from aixiate_core.settings import Settings
-from aixiate_core.testing import FakeResend, serve
-from aixiate_users.testing import fast_users_settings
-from pydantic import SecretStr
+from aixiate_core.testing import FakeResend, bearer, serve
+from aixiate_core.testing.mail import link_token
+from aixiate_users.testing import PASSWORD, fast_users_settings
 
-PASSWORD = "vivid-otter-harbour-42"
 NEW_PASSWORD = "quiet-lantern-meadow-77"
 API = "/api/v1"
 DELIVERY_TIMEOUT_SECONDS = 15
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 class Inbox:
@@ -51,24 +45,17 @@ class Inbox:
 
     @staticmethod
     def token_in(email: dict[str, Any], path: str) -> str:
-        match = re.search(rf"/{path}\?token=([A-Za-z0-9_\-]+)", email["text"])
-        assert match, f"no {path} link in: {email['text']}"
-        assert match.group(1) in email["html"]
-        return match.group(1)
+        token = link_token(email["text"], path)
+        assert token in email["html"]
+        return token
 
 
 @pytest.fixture
 async def journey(
     settings: Settings, fake_resend: FakeResend
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Inbox]]:
-    app_settings = settings.model_copy(
-        update={
-            "outbox_dispatcher_enabled": True,
-            "outbox_poll_seconds": 0.05,
-            "resend_api_key": SecretStr("re_test_key"),
-            "resend_base_url": fake_resend.url,
-            "public_url": "https://app.example.com",
-        }
+    app_settings = fake_resend.sending(settings).model_copy(
+        update={"public_url": "https://app.example.com"}
     )
     fast = fast_users_settings(password_hash_workers=2)
     async with serve(create_app(app_settings, AuthSettings(_env_file=None), fast)) as client:

@@ -13,16 +13,13 @@ import pytest
 from aixiate_auth.client import JWKSTokenVerifier
 from aixiate_core.errors import PROBLEM_CONTENT_TYPE, install_error_handlers
 from aixiate_core.security import Principal
+from aixiate_core.testing import bearer
+from aixiate_users.testing import PASSWORD
 from fastapi import Depends, FastAPI
 
-PASSWORD = "vivid-otter-harbour-42"
 API = "/api/v1"
 
 type RunCommand = Callable[..., subprocess.CompletedProcess[str]]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def orders_service(verifier: JWKSTokenVerifier) -> FastAPI:

@@ -11,9 +11,9 @@ from aixiate_api.models import load_all
 from aixiate_audit.repository import AuditRepository
 from aixiate_core.db import create_sessionmaker
 from aixiate_core.settings import Settings
+from aixiate_core.testing import table_names
 from alembic import command
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import create_async_engine
 
 
@@ -26,22 +26,11 @@ AUDIT_PARTITION = re.compile(r"^audit_event_(p\d{6}|default)$")
 
 
 async def _partitions(url: str) -> set[str]:
-    engine = create_async_engine(url)
-    try:
-        async with engine.connect() as conn:
-            names = await conn.run_sync(lambda sync: inspect(sync).get_table_names())
-    finally:
-        await engine.dispose()
-    return {name for name in names if AUDIT_PARTITION.match(name)}
+    return {name for name in await table_names(url) if AUDIT_PARTITION.match(name)}
 
 
 async def _tables(url: str) -> set[str]:
-    engine = create_async_engine(url)
-    try:
-        async with engine.connect() as conn:
-            names = await conn.run_sync(lambda sync: inspect(sync).get_table_names())
-    finally:
-        await engine.dispose()
+    names = await table_names(url)
     return {name for name in names if not AUDIT_PARTITION.match(name)} - {"alembic_version"}
 
 

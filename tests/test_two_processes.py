@@ -1,13 +1,13 @@
 """Two processes of the real service on one PostgreSQL and one Redis behave as one:
 a session ended on either is refused by the other on the very next request."""
 
-from collections.abc import AsyncIterator
 from typing import Any
 from uuid import uuid4
 
 import httpx
 import pytest
-from aixiate_core.testing import postgres_server_url, redis_server_url
+from aixiate_core.testing import bearer, postgres_server_url, redis_server_url
+from aixiate_users.testing import PASSWORD
 
 pytestmark = pytest.mark.skipif(
     postgres_server_url() is None or redis_server_url() is None,
@@ -17,22 +17,7 @@ pytestmark = pytest.mark.skipif(
     ),
 )
 
-PASSWORD = "vivid-otter-harbour-42"
 API = "/api/v1"
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-@pytest.fixture
-async def clients(two_service_urls: list[str]) -> AsyncIterator[list[httpx.AsyncClient]]:
-    first, second = two_service_urls
-    async with (
-        httpx.AsyncClient(base_url=first, timeout=10) as a,
-        httpx.AsyncClient(base_url=second, timeout=10) as b,
-    ):
-        yield [a, b]
 
 
 async def signed_up(client: httpx.AsyncClient) -> tuple[str, dict[str, Any]]:
@@ -48,47 +33,47 @@ async def signed_up(client: httpx.AsyncClient) -> tuple[str, dict[str, Any]]:
     return email, pair
 
 
+async def me(client: httpx.AsyncClient, pair: dict[str, Any]) -> httpx.Response:
+    return await client.get(f"{API}/users/me", headers=bearer(pair["access_token"]))
+
+
+async def refresh(client: httpx.AsyncClient, pair: dict[str, Any]) -> httpx.Response:
+    return await client.post(f"{API}/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+
+
 class TestTwoProcesses:
     async def test_logout_on_one_is_refused_by_the_other_at_once(
         self, clients: list[httpx.AsyncClient]
     ) -> None:
         a, b = clients
         email, pair = await signed_up(a)
-        token = pair["access_token"]
-        me = await b.get(f"{API}/users/me", headers=bearer(token))
-        assert me.status_code == 200, me.text
-        assert me.json()["email"] == email
+        before = await me(b, pair)
+        assert before.status_code == 200, before.text
+        assert before.json()["email"] == email
 
-        logout = await a.post(f"{API}/auth/logout", headers=bearer(token))
+        logout = await a.post(f"{API}/auth/logout", headers=bearer(pair["access_token"]))
 
         assert logout.status_code == 204
-        after = await b.get(f"{API}/users/me", headers=bearer(token))
+        after = await me(b, pair)
         assert after.status_code == 401, after.text
         assert after.json()["code"] == "invalid_token"
-        refreshed = await b.post(
-            f"{API}/auth/refresh", json={"refresh_token": pair["refresh_token"]}
-        )
-        assert refreshed.status_code == 401
+        assert (await refresh(b, pair)).status_code == 401
 
     async def test_reuse_detected_on_one_ends_the_session_on_the_other(
         self, clients: list[httpx.AsyncClient]
     ) -> None:
         a, b = clients
         _, first = await signed_up(a)
-        rotated = await b.post(
-            f"{API}/auth/refresh", json={"refresh_token": first["refresh_token"]}
-        )
+        rotated = await refresh(b, first)
         assert rotated.status_code == 200, rotated.text
         second = rotated.json()
-        me = await a.get(f"{API}/users/me", headers=bearer(second["access_token"]))
-        assert me.status_code == 200
+        assert (await me(a, second)).status_code == 200
 
-        reused = await a.post(f"{API}/auth/refresh", json={"refresh_token": first["refresh_token"]})
+        reused = await refresh(a, first)
 
         assert reused.status_code == 401
         assert reused.json()["code"] == "token_reused"
-        after = await b.get(f"{API}/users/me", headers=bearer(second["access_token"]))
-        assert after.status_code == 401
+        assert (await me(b, second)).status_code == 401
 
     async def test_password_change_on_one_ends_other_sessions_on_the_other(
         self, clients: list[httpx.AsyncClient]
@@ -106,10 +91,8 @@ class TestTwoProcesses:
         )
 
         assert changed.status_code == 204, changed.text
-        other = await b.get(f"{API}/users/me", headers=bearer(on_b["access_token"]))
-        assert other.status_code == 401
-        current = await b.get(f"{API}/users/me", headers=bearer(on_a["access_token"]))
-        assert current.status_code == 200
+        assert (await me(b, on_b)).status_code == 401
+        assert (await me(b, on_a)).status_code == 200
 
     async def test_tokens_of_either_verify_on_both(self, clients: list[httpx.AsyncClient]) -> None:
         a, b = clients
@@ -122,5 +105,4 @@ class TestTwoProcesses:
         assert jwks_a == jwks_b
         for client in (a, b):
             for pair in (on_a, on_b):
-                response = await client.get(f"{API}/users/me", headers=bearer(pair["access_token"]))
-                assert response.status_code == 200
+                assert (await me(client, pair)).status_code == 200

@@ -1,6 +1,6 @@
 import asyncio
 import itertools
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 from aixiate_audit import service as audit_service
@@ -18,6 +18,12 @@ async def _five(session: AsyncSession) -> list[AuditEvent]:
         await audit_service.record(session, "test.chain", reason=f"n{n}", data={"n": n})
         for n in range(5)
     ]
+
+
+async def verdict(session: AsyncSession, **options: int) -> tuple[bool, UUID | None, str | None]:
+    """What a full verification says: intact or not, the first bad event, and why."""
+    result = await AuditRepository(session).verify_chain(**options)
+    return result.ok, result.first_bad_id, result.problem
 
 
 class TestAppend:
@@ -79,18 +85,12 @@ class TestTamperEvidence:
             .where(col(AuditEvent.id) == victim.id)
             .values({field: changes[field]})
         )
-        result = await AuditRepository(session).verify_chain(batch_size=3)
-        assert (result.ok, result.first_bad_id, result.problem) == (
-            False,
-            victim.id,
-            "hash_mismatch",
-        )
+        assert await verdict(session, batch_size=3) == (False, victim.id, "hash_mismatch")
 
     async def test_a_deleted_event_names_the_one_after_it(self, session: AsyncSession) -> None:
         events = await _five(session)
         await session.exec(delete(AuditEvent).where(col(AuditEvent.id) == events[2].id))
-        result = await AuditRepository(session).verify_chain()
-        assert (result.ok, result.first_bad_id, result.problem) == (False, events[3].id, "seq_gap")
+        assert await verdict(session) == (False, events[3].id, "seq_gap")
 
     async def test_an_inserted_event_is_named(self, session: AsyncSession) -> None:
         events = await _five(session)
@@ -103,12 +103,7 @@ class TestTamperEvidence:
         forged.hash = compute_hash(forged)  # consistent in itself, but not linked
         session.add(forged)
         await session.flush()
-        result = await AuditRepository(session).verify_chain()
-        assert (result.ok, result.first_bad_id, result.problem) == (
-            False,
-            forged.id,
-            "prev_hash_mismatch",
-        )
+        assert await verdict(session) == (False, forged.id, "prev_hash_mismatch")
 
     async def test_an_event_with_a_rewritten_hash_is_named(self, session: AsyncSession) -> None:
         events = await _five(session)

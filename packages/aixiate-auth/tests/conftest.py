@@ -7,9 +7,7 @@ used), the JWKS. The started :class:`AuthState` is also put on ``app.state.auth`
 tests to look into. Argon2 runs with cheap parameters here; one test keeps the defaults.
 """
 
-import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -22,16 +20,23 @@ from aixiate_auth.router import admin_router, jwks_router
 from aixiate_auth.router import router as auth_router
 from aixiate_auth.settings import AuthSettings
 from aixiate_auth.state import AuthState, auth_extension
-from aixiate_auth.testing import expose_auth_state
+from aixiate_auth.testing import (
+    AuthAppFactory,
+    AuthAppVariant,
+    EmailFactory,
+    Login,
+    SignIn,
+    UserFactory,
+    expose_auth_state,
+)
 from aixiate_core.app import API_PREFIX, assemble, static_state
 from aixiate_core.db import create_sessionmaker
-from aixiate_core.email import EmailMessage
 from aixiate_core.email_templates import EmailTemplates
 from aixiate_core.events import DomainEvents, EmailDeliveryFailed
-from aixiate_core.outbox import Outbox, OutboxEmail
 from aixiate_core.settings import Settings
 from aixiate_core.store import KeyValueStore
-from aixiate_core.testing import scratch_database, serve
+from aixiate_core.testing import Sessions, scratch_database, serve
+from aixiate_core.testing.mail import Mailbox
 from aixiate_users import emails as users_emails
 from aixiate_users.models import User
 from aixiate_users.passwords import Passwords
@@ -39,15 +44,18 @@ from aixiate_users.router import confirm_email_router
 from aixiate_users.router import router as users_router
 from aixiate_users.settings import UsersSettings
 from aixiate_users.state import UsersState, users_extension
-from aixiate_users.testing import create_user, fast_users_settings
+from aixiate_users.testing import (
+    PASSWORD,
+    create_user_with_password,
+    fast_passwords,
+    fast_users_settings,
+)
 from fastapi import FastAPI
-from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-from sqlmodel import SQLModel, col, select
+from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 EMAILS = EmailTemplates(users_emails.EMAILS, auth_emails.EMAILS)
-STRONG_PASSWORD = "vivid-otter-harbour-42"
 
 
 def fast_auth_settings(**overrides: object) -> AuthSettings:
@@ -59,7 +67,6 @@ def unique_email(prefix: str = "user") -> str:
 
 
 type AuthSettingsFactory = Callable[..., AuthSettings]
-type EmailFactory = Callable[..., str]
 
 
 @pytest.fixture
@@ -80,28 +87,17 @@ def auth_settings() -> AuthSettings:
 
 
 @pytest.fixture
-def users_settings() -> UsersSettings:
-    """Cheap argon2 parameters."""
-    return fast_users_settings()
-
-
-@pytest.fixture
-def passwords(users_settings: UsersSettings) -> Iterator[Passwords]:
-    service = Passwords(users_settings)
-    yield service
-    service.shutdown()
+def passwords() -> Iterator[Passwords]:
+    """Cheap argon2 parameters (``fast_users_settings``)."""
+    with fast_passwords() as service:
+        yield service
 
 
 @pytest.fixture
 def app_settings(settings: Settings) -> Settings:
-    # A fixed secret, so the test's Outbox opens what the app's Outbox sealed; the
-    # dispatcher is off so queued messages stay readable (one test turns it on).
-    return settings.model_copy(
-        update={
-            "secret_key": SecretStr("test-secret-" + "x" * 40),
-            "outbox_dispatcher_enabled": False,
-        }
-    )
+    """The dispatcher is off, so queued messages stay readable (one test turns it on); the
+    run's one secret key lets the test's ``Mailbox`` open what the app sealed."""
+    return settings.model_copy(update={"outbox_dispatcher_enabled": False})
 
 
 def build_app(settings: Settings, auth_settings: AuthSettings, passwords: Passwords) -> FastAPI:
@@ -120,62 +116,12 @@ def app(app_settings: Settings, auth_settings: AuthSettings, passwords: Password
 
 
 @pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with serve(app) as http:
-        yield http
-
-
-@dataclass(frozen=True, slots=True)
-class Mail:
-    template: str
-    message: EmailMessage
-
-    @property
-    def token(self) -> str:
-        match = re.search(r"[?&]token=([A-Za-z0-9_\-]+)", self.message.text)
-        assert match, "no token link in the message"
-        return match.group(1)
-
-
-class Mailbox:
-    """Reads the app's outbox: the queued messages to one address, oldest first."""
-
-    def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
-        self.outbox = Outbox(settings)
-        self.sessionmaker = create_sessionmaker(engine)
-
-    async def to(self, address: str, template: str | None = None) -> list[Mail]:
-        async with self.sessionmaker() as session:
-            rows = (
-                await session.exec(
-                    select(OutboxEmail)
-                    .where(col(OutboxEmail.payload).is_not(None))
-                    .order_by(col(OutboxEmail.created_at))
-                )
-            ).all()
-        mails = [Mail(row.template, self.outbox.open(row)) for row in rows]
-        return [
-            mail
-            for mail in mails
-            if mail.message.to == address and (template is None or mail.template == template)
-        ]
-
-    async def last(self, address: str, template: str) -> Mail:
-        mails = await self.to(address, template)
-        assert mails, f"no {template} email to {address}"
-        return mails[-1]
-
-
-@pytest.fixture
 def mailbox(engine: AsyncEngine, app_settings: Settings) -> Mailbox:
-    return Mailbox(engine, app_settings)
+    """The messages the app queued (and committed) in its outbox."""
+    return Mailbox(app_settings, create_sessionmaker(engine))
 
 
 # --- the app with the auth runtime: login, tokens, sessions, recovery ---------------------
-
-type AuthAppFactory = Callable[..., FastAPI]
-type UserFactory = Callable[..., Awaitable[User]]
-type Login = Callable[..., Awaitable[dict[str, Any]]]
 
 
 def build_auth_app(
@@ -231,6 +177,13 @@ def make_auth_app(store: KeyValueStore) -> AuthAppFactory:
 
 
 @pytest.fixture
+def app_with(make_auth_app: AuthAppFactory, app_settings: Settings) -> AuthAppVariant:
+    """``app_with(**auth_settings)``: an app like ``auth_app``, sharing the test's store,
+    with other auth settings."""
+    return lambda **overrides: make_auth_app(app_settings, fast_auth_settings(**overrides))
+
+
+@pytest.fixture
 def auth_app(
     make_auth_app: AuthAppFactory, app_settings: Settings, auth_settings: AuthSettings
 ) -> FastAPI:
@@ -262,11 +215,9 @@ def make_user(db: async_sessionmaker[AsyncSession], passwords: Passwords) -> Use
     """A committed, verified, active user whose password is ``password``; keyword
     arguments set any column (``password_hash`` wins over ``password``)."""
 
-    async def make(*, password: str = STRONG_PASSWORD, **overrides: Any) -> User:
-        if "password_hash" not in overrides:
-            overrides["password_hash"] = await passwords.hash(password)
+    async def make(*, password: str = PASSWORD, **overrides: Any) -> User:
         async with db() as session, session.begin():
-            return await create_user(session, **overrides)
+            return await create_user_with_password(session, passwords, password, **overrides)
 
     return make
 
@@ -275,7 +226,7 @@ def make_user(db: async_sessionmaker[AsyncSession], passwords: Passwords) -> Use
 def login(api: httpx.AsyncClient) -> Login:
     """Logs in through ``POST /auth/login``; the TokenPair as JSON."""
 
-    async def do(email: str, password: str = STRONG_PASSWORD) -> dict[str, Any]:
+    async def do(email: str, password: str = PASSWORD) -> dict[str, Any]:
         response = await api.post(
             f"{API_PREFIX}/auth/login", json={"email": email, "password": password}
         )
@@ -284,6 +235,18 @@ def login(api: httpx.AsyncClient) -> Login:
         return pair
 
     return do
+
+
+@pytest.fixture
+def sign_in(make_user: UserFactory, login: Login) -> SignIn:
+    """``await sign_in(*, sessions=1, **columns)``: a new user (``make_user(**columns)``)
+    and the token pairs of ``sessions`` logins of theirs."""
+
+    async def sign(*, sessions: int = 1, **columns: Any) -> tuple[User, list[dict[str, Any]]]:
+        user = await make_user(**columns)
+        return user, [await login(user.email) for _ in range(sessions)]
+
+    return sign
 
 
 @pytest.fixture
@@ -299,3 +262,19 @@ async def own_settings(app_settings: Settings, tmp_path: Path) -> AsyncIterator[
             yield app_settings.model_copy(update={"database_url": url})
         finally:
             await engine.dispose()
+
+
+@pytest.fixture
+async def own_db(own_settings: Settings) -> AsyncIterator[Sessions]:
+    """Sessions on the test's own database (``own_settings``)."""
+    engine = create_async_engine(own_settings.database_url)
+    yield create_sessionmaker(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+def own_app(
+    make_auth_app: AuthAppFactory, own_settings: Settings, auth_settings: AuthSettings
+) -> FastAPI:
+    """``auth_app`` on the test's own database."""
+    return make_auth_app(own_settings, auth_settings)

@@ -6,7 +6,7 @@ given. Its clock is the module's ``time.monotonic``, replaced here by one the te
 
 import base64
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 from uuid import UUID
@@ -16,8 +16,8 @@ import pytest
 from aixiate_auth import client as client_module
 from aixiate_auth.client import JWKSTokenVerifier
 from aixiate_auth.services import keys
-from aixiate_auth.settings import AuthSettings
 from aixiate_auth.state import AuthState
+from aixiate_auth.testing import kid_of
 from aixiate_core.crypto import SecretBox
 from aixiate_core.db import create_engine, create_sessionmaker
 from aixiate_core.errors import (
@@ -28,40 +28,17 @@ from aixiate_core.errors import (
 )
 from aixiate_core.security import Principal
 from aixiate_core.settings import Settings
-from aixiate_core.testing import serve
-from aixiate_users.testing import create_user
+from aixiate_core.testing import FakeClock, Sessions, bearer, serve
+from aixiate_users.passwords import Passwords
+from aixiate_users.testing import PASSWORD, create_user_with_password
 from fastapi import Depends, FastAPI
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
-PASSWORD = "vivid-otter-harbour-42"
 LOGIN = "/api/v1/auth/login"
 LOGOUT = "/api/v1/auth/logout"
 JWKS_PATH = "/.well-known/jwks.json"
 JWKS_URL = f"http://aixiate.test{JWKS_PATH}"
-
-type AuthAppFactory = Callable[..., FastAPI]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def kid_of(token: str) -> str:
-    part = token.split(".")[0]
-    kid: str = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))["kid"]
-    return kid
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 10_000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass
@@ -94,40 +71,31 @@ class Issuer:
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    fake = Clock()
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock(10_000.0)
     monkeypatch.setattr(client_module, "time", fake)
     return fake
 
 
 @pytest.fixture
 async def issuer(
-    make_auth_app: AuthAppFactory,
-    own_settings: Settings,
-    auth_settings: AuthSettings,
-    passwords: Any,
+    own_app: FastAPI, own_settings: Settings, own_db: Sessions, passwords: Passwords
 ) -> AsyncIterator[Issuer]:
     # A database of its own: these tests rotate keys.
-    app = make_auth_app(own_settings, auth_settings)
-    engine = create_engine(own_settings)
     users: dict[str, str] = {}
-    try:
-        async with create_sessionmaker(engine)() as session, session.begin():
-            password_hash = await passwords.hash(PASSWORD)
-            for who, roles in (("member", []), ("admin", ["admin"])):
-                user = await create_user(session, password_hash=password_hash, roles=roles)
-                users[who] = user.email
-    finally:
-        await engine.dispose()
+    async with own_db() as session, session.begin():
+        for who, roles in (("member", []), ("admin", ["admin"])):
+            user = await create_user_with_password(session, passwords, roles=roles)
+            users[who] = user.email
     fetches: list[httpx.Request] = []
 
     async def record(request: httpx.Request) -> None:
         if request.url.path == JWKS_PATH:
             fetches.append(request)
 
-    async with serve(app) as http:
+    async with serve(own_app) as http:
         http.event_hooks["request"].append(record)
-        yield Issuer(http, app.state.auth, own_settings, users, fetches)
+        yield Issuer(http, own_app.state.auth, own_settings, users, fetches)
 
 
 def verifier_for(source: Issuer, **options: Any) -> JWKSTokenVerifier:
@@ -220,7 +188,9 @@ class TestVerify:
         me = await issuer.http.get("/api/v1/users/me", headers=bearer(token))
         assert me.status_code == 401
 
-    async def test_keys_fetched_once_for_many_tokens(self, issuer: Issuer, clock: Clock) -> None:
+    async def test_keys_fetched_once_for_many_tokens(
+        self, issuer: Issuer, clock: FakeClock
+    ) -> None:
         verifier = verifier_for(issuer)
         tokens = [await issuer.login("member") for _ in range(5)]
 
@@ -230,7 +200,7 @@ class TestVerify:
         assert len(issuer.jwks_fetches) == 1
 
     async def test_keys_fetched_again_when_the_cache_expires(
-        self, issuer: Issuer, clock: Clock
+        self, issuer: Issuer, clock: FakeClock
     ) -> None:
         verifier = verifier_for(issuer, cache_seconds=300)
         token = await issuer.login("member")
@@ -244,7 +214,7 @@ class TestVerify:
 
 class TestUnknownKid:
     async def test_rotation_is_picked_up_at_most_once_per_interval(
-        self, issuer: Issuer, clock: Clock
+        self, issuer: Issuer, clock: FakeClock
     ) -> None:
         verifier = verifier_for(issuer, cache_seconds=3600, min_refetch_seconds=30)
         await verifier.verify(await issuer.login("member"))
@@ -264,7 +234,7 @@ class TestUnknownKid:
         assert len(issuer.jwks_fetches) == 2
 
     async def test_flood_of_forged_kids_fetches_once_per_interval(
-        self, issuer: Issuer, clock: Clock
+        self, issuer: Issuer, clock: FakeClock
     ) -> None:
         verifier = verifier_for(issuer, cache_seconds=3600, min_refetch_seconds=30)
         genuine = await issuer.login("member")
@@ -303,7 +273,9 @@ class TestUnreachableIssuer:
         with pytest.raises(ServiceUnavailable):
             await verifier.verify(await issuer.login("member"))
 
-    async def test_cached_keys_outlive_a_failed_refresh(self, issuer: Issuer, clock: Clock) -> None:
+    async def test_cached_keys_outlive_a_failed_refresh(
+        self, issuer: Issuer, clock: FakeClock
+    ) -> None:
         verifier = verifier_for(issuer, cache_seconds=300)
         token = await issuer.login("member")
         await verifier.verify(token)

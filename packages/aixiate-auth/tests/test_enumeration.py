@@ -3,25 +3,21 @@ registration, password recovery and resend, and not the time login takes."""
 
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 from aixiate_auth.settings import AuthSettings
 from aixiate_auth.state import AuthState
+from aixiate_auth.testing import AuthAppFactory, UserFactory
 from aixiate_core.settings import Settings
-from aixiate_users.models import User
 from aixiate_users.settings import UsersSettings
+from aixiate_users.testing import PASSWORD, WRONG_PASSWORD
 from fastapi import FastAPI
 
-PASSWORD = "vivid-otter-harbour-42"
-WRONG = "not-the-password-at-all"
 AUTH = "/api/v1/auth"
 SAMPLES = 30
-
-type UserFactory = Callable[..., Awaitable[User]]
-type AuthAppFactory = Callable[..., FastAPI]
 
 
 def comparable(response: httpx.Response) -> tuple[int, Any, str | None]:
@@ -38,9 +34,11 @@ class TestSameAnswers:
     ) -> None:
         user = await make_user()
 
-        known = await api.post(f"{AUTH}/login", json={"email": user.email, "password": WRONG})
+        known = await api.post(
+            f"{AUTH}/login", json={"email": user.email, "password": WRONG_PASSWORD}
+        )
         unknown = await api.post(
-            f"{AUTH}/login", json={"email": "nobody-here@example.com", "password": WRONG}
+            f"{AUTH}/login", json={"email": "nobody-here@example.com", "password": WRONG_PASSWORD}
         )
 
         assert comparable(known) == comparable(unknown)
@@ -96,7 +94,9 @@ class TestLoginTiming:
 
         async def timed(kind: str, email: str) -> None:
             started = time.perf_counter()
-            response = await api.post(f"{AUTH}/login", json={"email": email, "password": WRONG})
+            response = await api.post(
+                f"{AUTH}/login", json={"email": email, "password": WRONG_PASSWORD}
+            )
             times[kind].append(time.perf_counter() - started)
             assert response.status_code == 401
 

@@ -2,12 +2,10 @@
 by another process. Each test gets a database of its own (``own_settings``)."""
 
 import asyncio
-import base64
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
-from types import SimpleNamespace
-from typing import Any
 from uuid import UUID
 
 import httpx
@@ -18,53 +16,25 @@ from aixiate_auth.models import SigningKey
 from aixiate_auth.services import keys
 from aixiate_auth.settings import AuthSettings
 from aixiate_auth.state import AuthState
+from aixiate_auth.testing import AuthAppFactory, kid_of, session_id_of
 from aixiate_core.crypto import DecryptionError, SecretBox
 from aixiate_core.db import create_engine, create_sessionmaker, utc_now
 from aixiate_core.settings import Settings
-from aixiate_core.testing import serve
-from aixiate_users.testing import create_user
+from aixiate_core.testing import FakeClock, Sessions, bearer, serve
+from aixiate_users.passwords import Passwords
+from aixiate_users.testing import PASSWORD, create_user_with_password
 from fastapi import FastAPI
 from joserfc.jwk import ECKey
 from sqlalchemy import update
-from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
-PASSWORD = "vivid-otter-harbour-42"
 LOGIN = "/api/v1/auth/login"
 ME = "/api/v1/users/me"
 JWKS = "/.well-known/jwks.json"
 
-type Sessions = async_sessionmaker[AsyncSession]
-type AuthAppFactory = Callable[..., FastAPI]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def kid_of(token: str) -> str:
-    part = token.split(".")[0]
-    header = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
-    kid: str = header["kid"]
-    return kid
-
-
-def sid_of(token: str) -> UUID:
-    part = token.split(".")[1]
-    claims = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
-    return UUID(claims["sid"])
-
 
 def box_for(settings: Settings) -> SecretBox:
     return SecretBox(settings.secret(), "signing-keys")
-
-
-@pytest.fixture
-async def own_db(own_settings: Settings) -> AsyncIterator[Sessions]:
-    engine = create_engine(own_settings)
-    yield create_sessionmaker(engine)
-    await engine.dispose()
 
 
 async def stored_keys(db: Sessions) -> list[SigningKey]:
@@ -112,31 +82,24 @@ class Service:
         return [key["kid"] for key in response.json()["keys"]]
 
 
+@asynccontextmanager
 async def running_service(
-    make_auth_app: AuthAppFactory,
-    settings: Settings,
-    auth_settings: AuthSettings,
-    db: Sessions,
-    passwords: Any,
+    app: FastAPI, db: Sessions, passwords: Passwords
 ) -> AsyncIterator[Service]:
-    app = make_auth_app(settings, auth_settings)
+    """``app`` serving, with one user who can log in."""
     async with db() as session, session.begin():
-        user = await create_user(session, password_hash=await passwords.hash(PASSWORD))
+        user = await create_user_with_password(session, passwords)
     async with serve(app) as client:
         yield Service(client, app.state.auth, user.email)
 
 
 @pytest.fixture
 async def service(
-    make_auth_app: AuthAppFactory,
-    own_settings: Settings,
-    make_auth_settings: Callable[..., AuthSettings],
-    own_db: Sessions,
-    passwords: Any,
+    make_auth_app: AuthAppFactory, own_settings: Settings, own_db: Sessions, passwords: Passwords
 ) -> AsyncIterator[Service]:
     # Periodic reloads far apart: every reload in these tests is one the test caused.
-    settings = make_auth_settings(key_reload_seconds=3600)
-    async for running in running_service(make_auth_app, own_settings, settings, own_db, passwords):
+    app = make_auth_app(own_settings, AuthSettings(_env_file=None, key_reload_seconds=3600))
+    async with running_service(app, own_db, passwords) as running:
         yield running
 
 
@@ -293,7 +256,7 @@ class TestRotationElsewhere:
             kid=loaded.kid,
             key=loaded.key,
             user_id=user_id,
-            session_id=sid_of(live),
+            session_id=session_id_of(live),
             roles=[],
         )
         return token, loaded.kid
@@ -351,21 +314,17 @@ class TestRotationElsewhere:
         self,
         make_auth_app: AuthAppFactory,
         own_settings: Settings,
-        make_auth_settings: Callable[..., AuthSettings],
         own_db: Sessions,
-        passwords: Any,
+        passwords: Passwords,
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         # time.monotonic() counts from boot: a replica started on a fresh VM reads small
         # values. The first forced reload must not wait for the clock to pass the interval.
         import aixiate_auth.resolver as resolver_module
 
-        boot_clock = SimpleNamespace(monotonic=lambda: 5.0)
-        monkeypatch.setattr(resolver_module, "time", boot_clock)
-        settings = make_auth_settings(key_reload_seconds=60)
-        async for service in running_service(
-            make_auth_app, own_settings, settings, own_db, passwords
-        ):
+        monkeypatch.setattr(resolver_module, "time", FakeClock(5.0))
+        app = make_auth_app(own_settings, AuthSettings(_env_file=None, key_reload_seconds=60))
+        async with running_service(app, own_db, passwords) as service:
             token, _ = await self.token_from_another_process(service, own_db, own_settings)
 
             assert await service.me(token) == 200

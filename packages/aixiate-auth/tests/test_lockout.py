@@ -4,66 +4,37 @@ email, with time moved by the test; and what happens when the store goes away.""
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from uuid import uuid4
 
 import httpx
 import pytest
-from aixiate_audit.models import AuditEvent
 from aixiate_auth.lockout import Lock, Lockout
 from aixiate_auth.settings import AuthSettings
 from aixiate_auth.state import AuthState
-from aixiate_core.errors import PROBLEM_CONTENT_TYPE
+from aixiate_auth.testing import AuthAppVariant, UserFactory
 from aixiate_core.settings import Settings
 from aixiate_core.store import KeyValueStore, RedisStore
 from aixiate_core.testing import (
+    FakeClock,
+    Sessions,
     TcpProxy,
-    delete_prefixed,
+    assert_problem,
+    forget_prefixed,
+    proxied,
     redis_server_url,
     serve,
     serve_from,
-    target_of,
-    url_through,
 )
-from aixiate_users.models import User
 from aixiate_users.passwords import PasswordCheck
+from aixiate_users.testing import PASSWORD, WRONG_PASSWORD, audit_events
 from fastapi import FastAPI
-from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
-PASSWORD = "vivid-otter-harbour-42"
-WRONG = "not-the-password-at-all"
 LOGIN = "/api/v1/auth/login"
 TOKEN = "/api/v1/auth/token"
 USERS = "/api/v1/users"
 DEAD_REDIS = "redis://127.0.0.1:9/0"  # the discard port: nothing listens there
-
-type UserFactory = Callable[..., Awaitable[User]]
-type Sessions = async_sessionmaker[AsyncSession]
-type AuthAppFactory = Callable[[Settings, AuthSettings], FastAPI]
-
-
-class FakeClock:
-    """Wall-clock seconds that only move when the test says so."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-def auth_app(
-    make_auth_app: AuthAppFactory, app_settings: Settings, auth_settings: AuthSettings
-) -> FastAPI:
-    return make_auth_app(app_settings, auth_settings)
 
 
 @pytest.fixture
@@ -73,15 +44,9 @@ def clock(auth_state: AuthState) -> FakeClock:
     return fake
 
 
-def problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM_CONTENT_TYPE
-    body: dict[str, Any] = response.json()
-    assert body["code"] == code
-    return body
-
-
-async def attempt(api: httpx.AsyncClient, email: str, password: str = WRONG) -> httpx.Response:
+async def attempt(
+    api: httpx.AsyncClient, email: str, password: str = WRONG_PASSWORD
+) -> httpx.Response:
     return await api.post(LOGIN, json={"email": email, "password": password})
 
 
@@ -94,17 +59,8 @@ async def lock(api: httpx.AsyncClient, email: str) -> int:
     statuses = await fail(api, email, 4)
     assert statuses == [401] * 4
     locking = await attempt(api, email)
-    problem(locking, 429, "account_locked")
+    assert_problem(locking, 429, "account_locked")
     return int(locking.headers["retry-after"])
-
-
-async def events_of(db: Sessions, event_type: str, target: object = None) -> list[AuditEvent]:
-    async with db() as session:
-        statement = select(AuditEvent).where(col(AuditEvent.event_type) == event_type)
-        if target is not None:
-            statement = statement.where(col(AuditEvent.target_id) == str(target))
-        rows = await session.exec(statement.order_by(col(AuditEvent.occurred_at)))
-        return list(rows.all())
 
 
 class CountingVerify:
@@ -129,12 +85,12 @@ class TestLocking:
         locking = await attempt(api, user.email)
 
         assert statuses == [401] * 4
-        body = problem(locking, 429, "account_locked")
+        body = assert_problem(locking, 429, "account_locked")
         assert body["status"] == 429
         assert body["request_id"] == locking.headers["x-request-id"]
         assert locking.headers["retry-after"] == "60"
         right = await attempt(api, user.email, PASSWORD)
-        problem(right, 429, "account_locked")
+        assert_problem(right, 429, "account_locked")
         assert right.headers["retry-after"] == "60"
 
     async def test_locked_account_costs_no_hash_work(
@@ -192,7 +148,7 @@ class TestLocking:
             for n, client in enumerate(clients):
                 if n % 2:
                     sent = await client.post(
-                        TOKEN, data={"username": user.email, "password": WRONG}
+                        TOKEN, data={"username": user.email, "password": WRONG_PASSWORD}
                     )
                 else:
                     sent = await attempt(client, user.email)
@@ -200,7 +156,7 @@ class TestLocking:
             after = await attempt(clients[0], user.email, PASSWORD)
 
         assert answers == [401] * 4 + [429]
-        problem(after, 429, "account_locked")
+        assert_problem(after, 429, "account_locked")
 
     async def test_failures_after_the_right_password_do_not_count(
         self, api: httpx.AsyncClient, make_user: UserFactory, clock: FakeClock
@@ -210,7 +166,7 @@ class TestLocking:
 
         for user, code in ((unverified, "email_not_verified"), (inactive, "account_inactive")):
             for _ in range(7):
-                problem(await attempt(api, user.email, PASSWORD), 403, code)
+                assert_problem(await attempt(api, user.email, PASSWORD), 403, code)
 
     async def test_concurrent_failures_lock_once(
         self, api: httpx.AsyncClient, make_user: UserFactory, db: Sessions, clock: FakeClock
@@ -226,9 +182,9 @@ class TestLocking:
         assert statuses.count(401) >= 4
         assert statuses.count(429) >= 1
         assert set(statuses) == {401, 429}
-        (locked,) = await events_of(db, "auth.account.locked", user.id)
+        (locked,) = await audit_events(db, "auth.account.locked", about=user.id)
         assert locked.data["level"] == 1
-        problem(await attempt(api, user.email, PASSWORD), 429, "account_locked")
+        assert_problem(await attempt(api, user.email, PASSWORD), 429, "account_locked")
         assert (await attempt(api, user.email, PASSWORD)).headers["retry-after"] == "60"
 
 
@@ -244,7 +200,7 @@ class TestTime:
         clock.advance(1)
         after = await attempt(api, user.email, PASSWORD)
 
-        problem(still, 429, "account_locked")
+        assert_problem(still, 429, "account_locked")
         assert still.headers["retry-after"] == "1"
         assert after.status_code == 200, after.text
 
@@ -282,7 +238,7 @@ class TestTime:
         again = await fail(api, user.email, 4)
 
         assert again == [401] * 4
-        problem(await attempt(api, user.email), 429, "account_locked")
+        assert_problem(await attempt(api, user.email), 429, "account_locked")
 
     async def test_failures_partly_inside_the_window_count_in_part(
         self, api: httpx.AsyncClient, make_user: UserFactory, clock: FakeClock
@@ -311,7 +267,7 @@ class TestTime:
 
         second = await lock(api, user.email)
 
-        problem(first, 429, "account_locked")
+        assert_problem(first, 429, "account_locked")
         assert first.headers["retry-after"] == "60"
         assert second == 120
 
@@ -330,7 +286,7 @@ class TestAuditAndEmail:
         clock.advance(60)
         await lock(api, user.email)
 
-        locked = await events_of(db, "auth.account.locked", user.id)
+        locked = await audit_events(db, "auth.account.locked", about=user.id)
         assert [(e.success, e.reason, e.data) for e in locked] == [
             (False, "too_many_failures", {"level": 1, "seconds": 60}),
             (False, "too_many_failures", {"level": 2, "seconds": 120}),
@@ -349,7 +305,7 @@ class TestAuditAndEmail:
         await lock(api, user.email)
         await attempt(api, user.email, PASSWORD)
 
-        failed = await events_of(db, "auth.login.failed", user.id)
+        failed = await audit_events(db, "auth.login.failed", about=user.id)
 
         assert [e.reason for e in failed] == ["bad_password"] * 5 + ["locked"]
         assert all(e.success is False and e.actor_id == user.id for e in failed)
@@ -358,11 +314,11 @@ class TestAuditAndEmail:
         self, api: httpx.AsyncClient, db: Sessions, mailbox: Any, clock: FakeClock
     ) -> None:
         unknown = f"ghost-{time.time_ns()}@example.com"
-        before = len(await events_of(db, "auth.account.locked"))
+        before = len(await audit_events(db, "auth.account.locked"))
 
         await lock(api, unknown)
 
-        assert len(await events_of(db, "auth.account.locked")) == before
+        assert len(await audit_events(db, "auth.account.locked")) == before
         assert await mailbox.to(unknown) == []
 
 
@@ -383,7 +339,7 @@ class TestUnlock:
 
         response = await api.post(f"{USERS}/{user.id}/unlock", headers=headers)
 
-        problem(response, 403, "forbidden")
+        assert_problem(response, 403, "forbidden")
 
     async def test_unknown_user_is_404(
         self, api: httpx.AsyncClient, make_user: UserFactory
@@ -392,7 +348,7 @@ class TestUnlock:
 
         response = await api.post(f"{USERS}/{uuid4()}/unlock", headers=headers)
 
-        problem(response, 404, "not_found")
+        assert_problem(response, 404, "not_found")
 
     async def test_the_admin_is_the_actor(
         self, api: httpx.AsyncClient, make_user: UserFactory, db: Sessions
@@ -405,7 +361,7 @@ class TestUnlock:
         response = await api.post(f"{USERS}/{user.id}/unlock", headers=headers)
 
         assert response.status_code == 204
-        (event,) = await events_of(db, "admin.user.unlocked", user.id)
+        (event,) = await audit_events(db, "admin.user.unlocked", about=user.id)
         assert event.actor_id == admin.id
 
     async def test_admin_unlock_clears_the_lock_at_once(
@@ -419,10 +375,10 @@ class TestUnlock:
 
         assert unlocked.status_code == 204, unlocked.text
         assert (await attempt(api, user.email, PASSWORD)).status_code == 200
-        (event,) = await events_of(db, "auth.account.unlocked", user.id)
+        (event,) = await audit_events(db, "auth.account.unlocked", about=user.id)
         assert event.data == {"was_locked": True}
         assert event.request_id == unlocked.headers["x-request-id"]
-        assert len(await events_of(db, "admin.user.unlocked", user.id)) == 1
+        assert len(await audit_events(db, "admin.user.unlocked", about=user.id)) == 1
 
     async def test_unlock_also_forgets_the_escalation_and_failures(
         self, api: httpx.AsyncClient, make_user: UserFactory, clock: FakeClock
@@ -448,7 +404,7 @@ class TestUnlock:
         response = await api.post(f"{USERS}/{user.id}/unlock", headers=headers)
 
         assert response.status_code == 204
-        (event,) = await events_of(db, "auth.account.unlocked", user.id)
+        (event,) = await audit_events(db, "auth.account.unlocked", about=user.id)
         assert event.data == {"was_locked": False}
 
     async def test_password_reset_unlocks(
@@ -472,16 +428,9 @@ class TestUnlock:
 
 class TestSettings:
     async def test_thresholds_are_settings(
-        self,
-        make_auth_app: AuthAppFactory,
-        app_settings: Settings,
-        make_auth_settings: Callable[..., AuthSettings],
-        make_user: UserFactory,
+        self, app_with: AuthAppVariant, make_user: UserFactory
     ) -> None:
-        strict = make_auth_settings(
-            lockout_max_failures=2, lockout_base_seconds=30, lockout_max_seconds=45
-        )
-        app = make_auth_app(app_settings, strict)
+        app = app_with(lockout_max_failures=2, lockout_base_seconds=30, lockout_max_seconds=45)
         user = await make_user()
         async with serve(app) as client:
             app.state.auth.lockout.clock = clock = FakeClock()
@@ -495,13 +444,9 @@ class TestSettings:
         assert retry == "45"
 
     async def test_disabled_lockout_never_locks(
-        self,
-        make_auth_app: AuthAppFactory,
-        app_settings: Settings,
-        make_auth_settings: Callable[..., AuthSettings],
-        make_user: UserFactory,
+        self, app_with: AuthAppVariant, make_user: UserFactory
     ) -> None:
-        app = make_auth_app(app_settings, make_auth_settings(lockout_enabled=False))
+        app = app_with(lockout_enabled=False)
         user = await make_user()
         async with serve(app) as client:
             answers = await fail(client, user.email, 8)
@@ -553,27 +498,28 @@ class TestStoreOutage:
     on the run's Redis, or (without one) at an address where nothing answers."""
 
     @pytest.fixture
-    async def proxy(self) -> AsyncIterator[TcpProxy | None]:
+    async def proxied_redis(self) -> AsyncIterator[tuple[TcpProxy, str] | None]:
+        """A proxy to the run's Redis and the URL through it; None without one."""
         redis_url = redis_server_url()
         if redis_url is None:
             yield None
             return
-        proxy = TcpProxy(*target_of(redis_url, 6379))
-        await proxy.start()
-        yield proxy
-        await proxy.stop()
+        async with proxied(redis_url, 6379) as through:
+            yield through
 
     @pytest.fixture
-    async def store(self, settings: Settings, proxy: TcpProxy | None) -> AsyncIterator[RedisStore]:
-        redis_url = redis_server_url()
-        url = url_through(redis_url, proxy) if redis_url and proxy else DEAD_REDIS
+    def proxy(self, proxied_redis: tuple[TcpProxy, str] | None) -> TcpProxy | None:
+        return proxied_redis[0] if proxied_redis else None
+
+    @pytest.fixture
+    async def store(
+        self, settings: Settings, proxied_redis: tuple[TcpProxy, str] | None
+    ) -> AsyncIterator[RedisStore]:
+        url = proxied_redis[1] if proxied_redis else DEAD_REDIS
         cut = RedisStore.from_settings(settings.model_copy(update={"redis_url": url}))
         yield cut
         await cut.close()
-        if redis_url is not None:
-            direct = Redis.from_url(redis_url)
-            await delete_prefixed(direct, settings.redis_key_prefix)
-            await direct.aclose()
+        await forget_prefixed(redis_server_url(), settings.redis_key_prefix)
 
     @pytest.mark.parametrize(
         ("mode", "status", "code"),
@@ -581,9 +527,7 @@ class TestStoreOutage:
     )
     async def test_unreachable_store_follows_the_fail_mode(
         self,
-        make_auth_app: AuthAppFactory,
-        app_settings: Settings,
-        make_auth_settings: Callable[..., AuthSettings],
+        app_with: AuthAppVariant,
         make_user: UserFactory,
         proxy: TcpProxy | None,
         mode: str,
@@ -591,50 +535,40 @@ class TestStoreOutage:
         code: str,
     ) -> None:
         user = await make_user()
-        app = make_auth_app(app_settings, make_auth_settings(lockout_fail_mode=mode))
+        app = app_with(lockout_fail_mode=mode)
         async with serve(app) as client:
             if proxy is not None:
                 await proxy.stop()
             answers = [await attempt(client, user.email) for _ in range(6)]
 
         for answer in answers:
-            problem(answer, status, code)
+            assert_problem(answer, status, code)
         if status == 503:
             assert answers[0].headers["retry-after"] == "5"
 
     @pytest.mark.skipif(redis_server_url() is None, reason="set AIXIATE_TEST_REDIS_URL")
     async def test_unlock_without_the_store_is_503(
-        self,
-        make_auth_app: AuthAppFactory,
-        app_settings: Settings,
-        make_auth_settings: Callable[..., AuthSettings],
-        make_user: UserFactory,
-        proxy: TcpProxy | None,
+        self, app_with: AuthAppVariant, make_user: UserFactory, proxy: TcpProxy | None
     ) -> None:
         # Fail-open lets the admin log in without the store's lockout check; the unlock
         # itself must not claim success it did not have.
         user = await make_user()
-        app = make_auth_app(app_settings, make_auth_settings(lockout_fail_mode="fail_open"))
+        app = app_with(lockout_fail_mode="fail_open")
         async with serve(app) as client:
             headers = await admin_token(client, make_user)
             if proxy is not None:
                 await proxy.stop()
             response = await client.post(f"{USERS}/{user.id}/unlock", headers=headers)
 
-        problem(response, 503, "service_unavailable")
+        assert_problem(response, 503, "service_unavailable")
 
     @pytest.mark.skipif(redis_server_url() is None, reason="set AIXIATE_TEST_REDIS_URL")
     async def test_recovers_when_redis_returns(
-        self,
-        make_auth_app: AuthAppFactory,
-        app_settings: Settings,
-        auth_settings: AuthSettings,
-        make_user: UserFactory,
-        proxy: TcpProxy | None,
+        self, app_with: AuthAppVariant, make_user: UserFactory, proxy: TcpProxy | None
     ) -> None:
         assert proxy is not None
         user = await make_user()
-        async with serve(make_auth_app(app_settings, auth_settings)) as client:
+        async with serve(app_with()) as client:
             before = await fail(client, user.email, 2)
             await proxy.stop()
             during = await fail(client, user.email, 2)

@@ -1,29 +1,23 @@
 """Login over HTTP: ``POST /auth/login`` and the OAuth2 password form ``POST /auth/token``."""
 
-import base64
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
 import bcrypt
 import httpx
 import pytest
-from aixiate_audit.models import AuditEvent
 from aixiate_auth.models import AuthSession
 from aixiate_auth.settings import AuthSettings
-from aixiate_core.errors import PROBLEM_CONTENT_TYPE
-from aixiate_core.settings import Settings
-from aixiate_core.testing import serve
+from aixiate_auth.testing import AuthAppVariant, UserFactory, jwt_part
+from aixiate_core.testing import Sessions, assert_problem, bearer, serve
 from aixiate_users.models import User
+from aixiate_users.testing import PASSWORD, WRONG_PASSWORD, audit_events
 from argon2 import PasswordHasher
 from argon2 import Type as Argon2Type
-from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
-PASSWORD = "vivid-otter-harbour-42"
 LOGIN = "/api/v1/auth/login"
 TOKEN = "/api/v1/auth/token"
 ME = "/api/v1/users/me"
@@ -38,44 +32,12 @@ TOKEN_PAIR_FIELDS = {
 #: What the test settings configure (conftest.fast_auth_settings).
 CHEAP_ARGON2 = "$argon2id$v=19$m=1024,t=1,p=1$"
 
-type UserFactory = Callable[..., Awaitable[User]]
-type Sessions = async_sessionmaker[AsyncSession]
-type AuthAppFactory = Callable[[Settings, AuthSettings], FastAPI]
-
-
-def problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM_CONTENT_TYPE
-    body: dict[str, Any] = response.json()
-    assert body["code"] == code
-    assert body["request_id"] == response.headers["x-request-id"]
-    return body
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def segment(token: str, index: int) -> dict[str, Any]:
-    """A JWT's header (0) or claims (1), read without verification."""
-    part = token.split(".")[index]
-    decoded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
-    return decoded
-
 
 async def stored_user(db: Sessions, user_id: UUID) -> User:
     async with db() as session:
         user = await session.get(User, user_id)
     assert user is not None
     return user
-
-
-async def audit_of_request(db: Sessions, response: httpx.Response) -> list[AuditEvent]:
-    async with db() as session:
-        statement = select(AuditEvent).where(
-            AuditEvent.request_id == response.headers["x-request-id"]
-        )
-        return list((await session.exec(statement)).all())
 
 
 async def sessions_of(db: Sessions, user_id: UUID) -> list[AuthSession]:
@@ -118,8 +80,8 @@ class TestLogin:
 
         pair = (await api.post(LOGIN, json={"email": user.email, "password": PASSWORD})).json()
 
-        header = segment(pair["access_token"], 0)
-        claims = segment(pair["access_token"], 1)
+        header = jwt_part(pair["access_token"], 0)
+        claims = jwt_part(pair["access_token"], 1)
         assert header["alg"] == "ES256"
         jwks = (await api.get(JWKS)).json()
         assert header["kid"] in {key["kid"] for key in jwks["keys"]}
@@ -163,7 +125,9 @@ class TestLogin:
         first = (await api.post(LOGIN, json={"email": user.email, "password": PASSWORD})).json()
         second = (await api.post(LOGIN, json={"email": user.email, "password": PASSWORD})).json()
 
-        assert segment(first["access_token"], 1)["sid"] != segment(second["access_token"], 1)["sid"]
+        assert (
+            jwt_part(first["access_token"], 1)["sid"] != jwt_part(second["access_token"], 1)["sid"]
+        )
         assert first["refresh_token"] != second["refresh_token"]
         stored = await sessions_of(db, user.id)
         assert len(stored) == 2
@@ -186,51 +150,45 @@ class TestRefusals:
         unknown = await api.post(LOGIN, json={"email": new_email(), "password": PASSWORD})
         wrong = await api.post(LOGIN, json={"email": user.email, "password": PASSWORD + "x"})
 
-        bodies = [problem(response, 401, "invalid_credentials") for response in (unknown, wrong)]
+        bodies = [
+            assert_problem(response, 401, "invalid_credentials") for response in (unknown, wrong)
+        ]
         for body in bodies:
             del body["request_id"]
         assert bodies[0] == bodies[1]
         assert unknown.headers["www-authenticate"] == wrong.headers["www-authenticate"] == "Bearer"
         assert "access_token" not in unknown.text
 
-    async def test_unverified_account_is_refused_only_after_the_right_password(
-        self, api: httpx.AsyncClient, make_user: UserFactory
+    @pytest.mark.parametrize(
+        ("state", "code"),
+        [
+            ({"is_verified": False}, "email_not_verified"),
+            ({"is_active": False}, "account_inactive"),
+        ],
+        ids=["unverified", "inactive"],
+    )
+    async def test_account_is_refused_only_after_the_right_password(
+        self, api: httpx.AsyncClient, make_user: UserFactory, state: dict[str, bool], code: str
     ) -> None:
-        user = await make_user(is_verified=False)
+        user = await make_user(**state)
 
-        wrong = await api.post(LOGIN, json={"email": user.email, "password": "not-the-password"})
+        wrong = await api.post(LOGIN, json={"email": user.email, "password": WRONG_PASSWORD})
         right = await api.post(LOGIN, json={"email": user.email, "password": PASSWORD})
 
-        problem(wrong, 401, "invalid_credentials")
-        problem(right, 403, "email_not_verified")
+        assert_problem(wrong, 401, "invalid_credentials")
+        assert_problem(right, 403, code)
         assert "access_token" not in right.text
 
     async def test_unverified_account_may_log_in_when_verification_is_not_required(
-        self,
-        make_auth_app: AuthAppFactory,
-        app_settings: Settings,
-        make_auth_settings: Callable[..., AuthSettings],
-        make_user: UserFactory,
+        self, app_with: AuthAppVariant, make_user: UserFactory
     ) -> None:
         user = await make_user(is_verified=False)
-        app = make_auth_app(app_settings, make_auth_settings(require_email_verification=False))
 
-        async with serve(app) as client:
+        async with serve(app_with(require_email_verification=False)) as client:
             response = await client.post(LOGIN, json={"email": user.email, "password": PASSWORD})
 
         assert response.status_code == 200, response.text
         assert set(response.json()) == TOKEN_PAIR_FIELDS
-
-    async def test_inactive_account_is_refused_only_after_the_right_password(
-        self, api: httpx.AsyncClient, make_user: UserFactory
-    ) -> None:
-        user = await make_user(is_active=False)
-
-        wrong = await api.post(LOGIN, json={"email": user.email, "password": "not-the-password"})
-        right = await api.post(LOGIN, json={"email": user.email, "password": PASSWORD})
-
-        problem(wrong, 401, "invalid_credentials")
-        problem(right, 403, "account_inactive")
 
     async def test_inactive_wins_over_unverified(
         self, api: httpx.AsyncClient, make_user: UserFactory
@@ -239,7 +197,7 @@ class TestRefusals:
 
         response = await api.post(LOGIN, json={"email": user.email, "password": PASSWORD})
 
-        problem(response, 403, "account_inactive")
+        assert_problem(response, 403, "account_inactive")
 
     async def test_account_without_a_password_cannot_log_in(
         self, api: httpx.AsyncClient, make_user: UserFactory
@@ -248,7 +206,7 @@ class TestRefusals:
 
         response = await api.post(LOGIN, json={"email": user.email, "password": PASSWORD})
 
-        problem(response, 401, "invalid_credentials")
+        assert_problem(response, 401, "invalid_credentials")
 
     async def test_refusals_start_no_session(
         self, api: httpx.AsyncClient, make_user: UserFactory, db: Sessions
@@ -277,7 +235,7 @@ class TestRefusals:
     async def test_invalid_bodies(self, api: httpx.AsyncClient, body: dict[str, Any]) -> None:
         response = await api.post(LOGIN, json=body)
 
-        problem(response, 422, "validation_error")
+        assert_problem(response, 422, "validation_error")
 
 
 class TestAudit:
@@ -292,7 +250,7 @@ class TestAudit:
             headers={"User-Agent": "audit-test/1.0"},
         )
 
-        (event,) = await audit_of_request(db, response)
+        (event,) = await audit_events(db, response=response)
         assert event.event_type == "auth.login.succeeded"
         assert event.success is True
         assert event.actor_id == user.id
@@ -300,7 +258,7 @@ class TestAudit:
         assert event.target_id == str(user.id)
         assert event.ip == "203.0.113.7"
         assert event.user_agent == "audit-test/1.0"
-        assert event.data["session_id"] == segment(response.json()["access_token"], 1)["sid"]
+        assert event.data["session_id"] == jwt_part(response.json()["access_token"], 1)["sid"]
         assert event.data["rehashed"] is False
 
     @pytest.mark.parametrize(
@@ -326,7 +284,7 @@ class TestAudit:
         response = await api.post(LOGIN, json={"email": user.email, "password": password})
 
         assert response.status_code == status
-        (event,) = await audit_of_request(db, response)
+        (event,) = await audit_events(db, response=response)
         assert event.event_type == "auth.login.failed"
         assert event.success is False
         assert event.reason == reason
@@ -341,7 +299,7 @@ class TestAudit:
 
         response = await api.post(LOGIN, json={"email": email, "password": PASSWORD})
 
-        (event,) = await audit_of_request(db, response)
+        (event,) = await audit_events(db, response=response)
         assert event.event_type == "auth.login.failed"
         assert event.reason == "unknown_user"
         assert event.actor_id is None
@@ -377,11 +335,11 @@ class TestPasswordForm:
         )
         deactivated = await api.post(TOKEN, data={"username": inactive.email, "password": PASSWORD})
 
-        problem(unknown, 401, "invalid_credentials")
-        problem(wrong, 401, "invalid_credentials")
+        assert_problem(unknown, 401, "invalid_credentials")
+        assert_problem(wrong, 401, "invalid_credentials")
         assert unknown.headers["www-authenticate"] == "Bearer"
-        problem(not_verified, 403, "email_not_verified")
-        problem(deactivated, 403, "account_inactive")
+        assert_problem(not_verified, 403, "email_not_verified")
+        assert_problem(deactivated, 403, "account_inactive")
 
     async def test_json_body_is_not_a_form(
         self, api: httpx.AsyncClient, make_user: UserFactory
@@ -390,7 +348,7 @@ class TestPasswordForm:
 
         response = await api.post(TOKEN, json={"username": user.email, "password": PASSWORD})
 
-        problem(response, 422, "validation_error")
+        assert_problem(response, 422, "validation_error")
 
 
 class TestRehash:
@@ -406,7 +364,7 @@ class TestRehash:
         stored = await stored_user(db, user.id)
         assert stored.password_hash is not None
         assert stored.password_hash.startswith(CHEAP_ARGON2)
-        (event,) = await audit_of_request(db, response)
+        (event,) = await audit_events(db, response=response)
         assert event.data["rehashed"] is True
         again = await api.post(LOGIN, json={"email": user.email, "password": PASSWORD})
         assert again.status_code == 200
@@ -447,7 +405,7 @@ class TestRehash:
 
         response = await api.post(LOGIN, json={"email": user.email, "password": "wrong-password"})
 
-        problem(response, 401, "invalid_credentials")
+        assert_problem(response, 401, "invalid_credentials")
         assert (await stored_user(db, user.id)).password_hash == legacy
 
     async def test_refused_unverified_login_keeps_the_legacy_hash(
@@ -459,5 +417,5 @@ class TestRehash:
 
         response = await api.post(LOGIN, json={"email": user.email, "password": PASSWORD})
 
-        problem(response, 403, "email_not_verified")
+        assert_problem(response, 403, "email_not_verified")
         assert (await stored_user(db, user.id)).password_hash == legacy

@@ -1,43 +1,32 @@
 """Rate limits on the /auth routes: per client IP and per account, the 429 problem and
 its headers, the sampled audit event, spoofed client IPs, and Redis going away."""
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 from aixiate_audit import service as audit_service
-from aixiate_audit.models import AuditEvent
 from aixiate_auth.settings import AuthSettings
 from aixiate_auth.state import AuthState
+from aixiate_auth.testing import AuthAppFactory, UserFactory
 from aixiate_core.errors import PROBLEM_CONTENT_TYPE
 from aixiate_core.ratelimit import RateLimitExceeded
 from aixiate_core.settings import Settings
 from aixiate_core.testing import (
-    TcpProxy,
-    delete_prefixed,
+    Sessions,
+    proxied,
     redis_server_url,
     serve,
     serve_from,
-    target_of,
-    url_through,
 )
-from aixiate_users.models import User
 from aixiate_users.passwords import PasswordCheck
+from aixiate_users.testing import PASSWORD, WRONG_PASSWORD, audit_events
 from fastapi import FastAPI
-from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
-PASSWORD = "vivid-otter-harbour-42"
-WRONG = "not-the-password-at-all"
 AUTH = "/api/v1/auth"
 DEAD_REDIS = "redis://127.0.0.1:9/0"  # the discard port: nothing listens there
 
-type UserFactory = Callable[..., Awaitable[User]]
-type Sessions = async_sessionmaker[AsyncSession]
-type AuthAppFactory = Callable[[Settings, AuthSettings], FastAPI]
 
 #: Small limits, so a test reaches them in a few requests.
 LIMITS: dict[str, Any] = {
@@ -55,16 +44,8 @@ LIMITS: dict[str, Any] = {
 }
 
 
-@pytest.fixture(autouse=True)
-async def forget_counters(settings: Settings) -> AsyncIterator[None]:
-    """Counters live in the shared Redis under the test's prefix; remove them after."""
-    yield
-    if settings.redis_url:
-        client = Redis.from_url(settings.redis_url)
-        try:
-            await delete_prefixed(client, settings.redis_key_prefix)
-        finally:
-            await client.aclose()
+# Counters live in the shared Redis under the test's prefix.
+pytestmark = pytest.mark.usefixtures("forget_redis")
 
 
 def wired(app: FastAPI) -> FastAPI:
@@ -101,18 +82,14 @@ def refused(response: httpx.Response, limit: str) -> dict[str, Any]:
     return body
 
 
-async def login(api: httpx.AsyncClient, email: str, password: str = WRONG) -> httpx.Response:
+async def login(
+    api: httpx.AsyncClient, email: str, password: str = WRONG_PASSWORD
+) -> httpx.Response:
     return await api.post(f"{AUTH}/login", json={"email": email, "password": password})
 
 
 def emails(n: int) -> list[str]:
     return [f"someone-{i}@example.com" for i in range(n)]
-
-
-async def events_of(db: Sessions, event_type: str) -> list[AuditEvent]:
-    async with db() as session:
-        statement = select(AuditEvent).where(col(AuditEvent.event_type) == event_type)
-        return list((await session.exec(statement.order_by(col(AuditEvent.occurred_at)))).all())
 
 
 class TestLogin:
@@ -139,10 +116,10 @@ class TestLogin:
         first, second, third, fourth, fifth = emails(5)
         await login(api, first)
         await login(api, second)
-        await api.post(f"{AUTH}/token", data={"username": third, "password": WRONG})
-        await api.post(f"{AUTH}/token", data={"username": fourth, "password": WRONG})
+        await api.post(f"{AUTH}/token", data={"username": third, "password": WRONG_PASSWORD})
+        await api.post(f"{AUTH}/token", data={"username": fourth, "password": WRONG_PASSWORD})
 
-        form = await api.post(f"{AUTH}/token", data={"username": fifth, "password": WRONG})
+        form = await api.post(f"{AUTH}/token", data={"username": fifth, "password": WRONG_PASSWORD})
 
         refused(form, "4")
 
@@ -186,7 +163,7 @@ class TestLogin:
             answers = [
                 await api.post(
                     f"{AUTH}/login",
-                    json={"email": email, "password": WRONG},
+                    json={"email": email, "password": WRONG_PASSWORD},
                     headers={"X-Forwarded-For": f"198.51.100.{n}"},
                 )
                 for n, email in enumerate(emails(6))
@@ -300,7 +277,7 @@ class TestAudit:
         assert per_account == [401, 401, 429, 429]
         limited = [
             e
-            for e in await events_of(db, "security.rate_limited")
+            for e in await audit_events(db, "security.rate_limited")
             if e.ip in ("192.0.2.201", "192.0.2.202")
         ]
         assert [(e.reason, e.success, e.data["policy"]) for e in limited] == [
@@ -315,19 +292,23 @@ class TestAudit:
 
 
 class TestRedisOutage:
+    @pytest.fixture
+    def app_on(
+        self, make_auth_app: AuthAppFactory, limited_settings: Settings, auth_settings: AuthSettings
+    ) -> Callable[[str, str], FastAPI]:
+        """``app_on(redis_url, fail_mode)``: the limited app, wired, counting in that Redis."""
+
+        def make(redis_url: str, mode: str) -> FastAPI:
+            update = {"redis_url": redis_url, "rate_limit_fail_mode": mode}
+            return wired(make_auth_app(limited_settings.model_copy(update=update), auth_settings))
+
+        return make
+
     @pytest.mark.parametrize(("mode", "status"), [("fail_closed", 503), ("fail_open", 202)])
     async def test_unreachable_redis_follows_the_fail_mode(
-        self,
-        make_auth_app: AuthAppFactory,
-        limited_settings: Settings,
-        auth_settings: AuthSettings,
-        mode: str,
-        status: int,
+        self, app_on: Callable[[str, str], FastAPI], mode: str, status: int
     ) -> None:
-        dead = limited_settings.model_copy(
-            update={"redis_url": DEAD_REDIS, "rate_limit_fail_mode": mode}
-        )
-        async with serve(wired(make_auth_app(dead, auth_settings))) as api:
+        async with serve(app_on(DEAD_REDIS, mode)) as api:
             answer = await api.post(f"{AUTH}/password/forgot", json={"email": "a@example.com"})
 
         assert answer.status_code == status, answer.text
@@ -338,35 +319,22 @@ class TestRedisOutage:
     @pytest.mark.skipif(redis_server_url() is None, reason="set AIXIATE_TEST_REDIS_URL")
     @pytest.mark.parametrize(("mode", "status"), [("fail_closed", 503), ("fail_open", 202)])
     async def test_cut_and_restored_redis(
-        self,
-        make_auth_app: AuthAppFactory,
-        limited_settings: Settings,
-        auth_settings: AuthSettings,
-        mode: str,
-        status: int,
+        self, app_on: Callable[[str, str], FastAPI], mode: str, status: int
     ) -> None:
         redis_url = redis_server_url()
         assert redis_url is not None
-        proxy = TcpProxy(*target_of(redis_url, 6379))
-        await proxy.start()
-        through = limited_settings.model_copy(
-            update={"redis_url": url_through(redis_url, proxy), "rate_limit_fail_mode": mode}
-        )
         addresses = emails(6)
-        try:
-            async with serve(wired(make_auth_app(through, auth_settings))) as api:
+        async with proxied(redis_url, 6379) as (proxy, url), serve(app_on(url, mode)) as api:
 
-                async def forgot(email: str) -> int:
-                    path = f"{AUTH}/password/forgot"
-                    return (await api.post(path, json={"email": email})).status_code
+            async def forgot(email: str) -> int:
+                path = f"{AUTH}/password/forgot"
+                return (await api.post(path, json={"email": email})).status_code
 
-                before = [await forgot(email) for email in addresses[:2]]
-                await proxy.stop()
-                during = [await forgot(email) for email in addresses[2:4]]
-                await proxy.start()
-                after = [await forgot(email) for email in addresses[4:]]
-        finally:
+            before = [await forgot(email) for email in addresses[:2]]
             await proxy.stop()
+            during = [await forgot(email) for email in addresses[2:4]]
+            await proxy.start()
+            after = [await forgot(email) for email in addresses[4:]]
 
         assert before == [202, 202]
         assert during == [status, status]

@@ -6,23 +6,21 @@ import json
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
-from uuid import UUID
 
 import httpx
 import pytest
 from aixiate_audit.models import AuditEvent
-from aixiate_auth.state import AuthState
+from aixiate_auth.testing import EmailFactory, Login, UserFactory
 from aixiate_core.crypto import token_digest
 from aixiate_core.db import utc_now
-from aixiate_core.errors import PROBLEM_CONTENT_TYPE
-from aixiate_core.outbox import OutboxEmail
+from aixiate_core.settings import Settings
+from aixiate_core.testing import Sessions, assert_problem, bearer
+from aixiate_core.testing.mail import Mailbox, link_token
 from aixiate_users.models import ActionToken, User
+from aixiate_users.testing import PASSWORD, audit_events
 from sqlalchemy import update
-from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
-PASSWORD = "vivid-otter-harbour-42"
 NEW_PASSWORD = "quiet-lantern-meadow-77"
 LOGIN = "/api/v1/auth/login"
 REFRESH = "/api/v1/auth/refresh"
@@ -31,66 +29,48 @@ RESET = "/api/v1/auth/password/reset"
 CHANGE = "/api/v1/auth/password/change"
 ME = "/api/v1/users/me"
 
-type UserFactory = Callable[..., Awaitable[User]]
-type Login = Callable[..., Awaitable[dict[str, Any]]]
-type Sessions = async_sessionmaker[AsyncSession]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM_CONTENT_TYPE
-    body: dict[str, Any] = response.json()
-    assert body["code"] == code
-    return body
-
 
 async def login_status(api: httpx.AsyncClient, email: str, password: str) -> int:
     response = await api.post(LOGIN, json={"email": email, "password": password})
     return response.status_code
 
 
-async def outbox_to(
-    db: Sessions, auth_state: AuthState, address: str, template: str
-) -> list[dict[str, str]]:
-    """The queued messages of ``template`` to ``address``, opened with the app's Outbox."""
-    async with db() as session:
-        rows = (
-            await session.exec(
-                select(OutboxEmail)
-                .where(OutboxEmail.template == template)
-                .order_by(col(OutboxEmail.created_at))
-            )
-        ).all()
-    outbox = auth_state.sessions.outbox
-    messages = [outbox.open(row) for row in rows if row.payload is not None]
-    return [
-        {"text": message.text, "html": message.html, "subject": message.subject}
-        for message in messages
-        if message.to == address
-    ]
+async def me(api: httpx.AsyncClient, pair: dict[str, Any]) -> httpx.Response:
+    return await api.get(ME, headers=bearer(pair["access_token"]))
 
 
-async def reset_link_token(db: Sessions, auth_state: AuthState, address: str) -> str:
-    messages = await outbox_to(db, auth_state, address, "password_reset")
-    assert messages, f"no password_reset email to {address}"
-    text = messages[-1]["text"]
-    marker = "/reset-password?token="
-    assert marker in text
-    return text.split(marker, 1)[1].split()[0]
+async def reset(
+    api: httpx.AsyncClient, token: str, new_password: str = NEW_PASSWORD
+) -> httpx.Response:
+    return await api.post(RESET, json={"token": token, "new_password": new_password})
 
 
-async def events(db: Sessions, event_type: str, target_id: UUID) -> list[AuditEvent]:
-    async with db() as session:
-        statement = (
-            select(AuditEvent)
-            .where(AuditEvent.event_type == event_type)
-            .where(AuditEvent.target_id == str(target_id))
-        )
-        return list((await session.exec(statement)).all())
+async def change(
+    api: httpx.AsyncClient, pair: dict[str, Any], current: str, new: str = NEW_PASSWORD
+) -> httpx.Response:
+    """Changes the password of ``pair``'s user, from ``current`` to ``new``."""
+    return await api.post(
+        CHANGE,
+        json={"current_password": current, "new_password": new},
+        headers=bearer(pair["access_token"]),
+    )
+
+
+async def reset_link_token(mailbox: Mailbox, address: str) -> str:
+    """The token of the newest reset link sent to ``address``."""
+    return link_token((await mailbox.last(address, "password_reset")).text, "reset-password")
+
+
+@pytest.fixture
+def forgot(api: httpx.AsyncClient, mailbox: Mailbox) -> Callable[[str], Awaitable[str]]:
+    """``await forgot(email)``: asks for a reset link, and gives its token."""
+
+    async def ask(email: str) -> str:
+        response = await api.post(FORGOT, json={"email": email})
+        assert response.status_code == 202
+        return await reset_link_token(mailbox, email)
+
+    return ask
 
 
 async def reset_refusals(db: Sessions, *responses: httpx.Response) -> list[AuditEvent]:
@@ -106,7 +86,7 @@ async def reset_refusals(db: Sessions, *responses: httpx.Response) -> list[Audit
         found = {event.request_id: event for event in (await session.exec(statement)).all()}
     assert set(found) == set(ids)
     for response in responses:
-        problem(response, 400, "invalid_or_expired_token")
+        assert_problem(response, 400, "invalid_or_expired_token")
         event = found[response.headers["x-request-id"]]
         assert event.success is False
         assert event.target_id == (str(event.actor_id) if event.actor_id else None)
@@ -125,35 +105,37 @@ async def expire_token(db: Sessions, token: str) -> None:
         )
 
 
+type Forgot = Callable[[str], Awaitable[str]]
+
+
 class TestForgot:
     async def test_sends_a_reset_link(
         self,
         api: httpx.AsyncClient,
         make_user: UserFactory,
-        auth_state: AuthState,
+        mailbox: Mailbox,
         db: Sessions,
-        app_settings: Any,
+        app_settings: Settings,
     ) -> None:
         user = await make_user(full_name="Ada Lovelace")
 
         response = await api.post(FORGOT, json={"email": user.email})
 
         assert response.status_code == 202, response.text
-        (message,) = await outbox_to(db, auth_state, user.email, "password_reset")
-        token = await reset_link_token(db, auth_state, user.email)
-        assert f"{app_settings.public_url}/reset-password?token={token}" in message["text"]
-        assert token in message["html"]
-        assert "Ada Lovelace" in message["text"]
+        (message,) = await mailbox.to(user.email, "password_reset")
+        token = await reset_link_token(mailbox, user.email)
+        assert f"{app_settings.public_url}/reset-password?token={token}" in message.text
+        assert token in message.html
+        assert "Ada Lovelace" in message.text
         assert token not in response.text
-        assert len(await events(db, "auth.password.forgot", user.id)) == 1
+        assert len(await audit_events(db, "auth.password.forgot", about=user.id)) == 1
 
     async def test_same_answer_for_unknown_inactive_and_known_addresses(
         self,
         api: httpx.AsyncClient,
         make_user: UserFactory,
-        new_email: Callable[..., str],
-        auth_state: AuthState,
-        db: Sessions,
+        new_email: EmailFactory,
+        mailbox: Mailbox,
     ) -> None:
         known = await make_user()
         inactive = await make_user(is_active=False)
@@ -167,88 +149,77 @@ class TestForgot:
         assert {response.status_code for response in answers} == {202}
         assert len({response.text for response in answers}) == 1
         assert len({response.headers["content-type"] for response in answers}) == 1
-        assert await outbox_to(db, auth_state, unknown, "password_reset") == []
-        assert await outbox_to(db, auth_state, inactive.email, "password_reset") == []
+        assert await mailbox.to(unknown, "password_reset") == []
+        assert await mailbox.to(inactive.email, "password_reset") == []
 
     async def test_a_new_link_retires_the_previous_one(
-        self, api: httpx.AsyncClient, make_user: UserFactory, auth_state: AuthState, db: Sessions
+        self, api: httpx.AsyncClient, make_user: UserFactory, forgot: Forgot
     ) -> None:
         user = await make_user()
-        await api.post(FORGOT, json={"email": user.email})
-        first = await reset_link_token(db, auth_state, user.email)
-        await api.post(FORGOT, json={"email": user.email})
-        second = await reset_link_token(db, auth_state, user.email)
+        first = await forgot(user.email)
+        second = await forgot(user.email)
 
-        stale = await api.post(RESET, json={"token": first, "new_password": NEW_PASSWORD})
-        fresh = await api.post(RESET, json={"token": second, "new_password": NEW_PASSWORD})
+        stale = await reset(api, first)
+        fresh = await reset(api, second)
 
-        problem(stale, 400, "invalid_or_expired_token")
+        assert_problem(stale, 400, "invalid_or_expired_token")
         assert fresh.status_code == 204, fresh.text
 
     @pytest.mark.parametrize("body", [{}, {"email": "not-an-address"}, {"email": 1}])
     async def test_invalid_bodies(self, api: httpx.AsyncClient, body: dict[str, Any]) -> None:
-        problem(await api.post(FORGOT, json=body), 422, "validation_error")
+        assert_problem(await api.post(FORGOT, json=body), 422, "validation_error")
 
 
 class TestReset:
-    async def forgot(
-        self, api: httpx.AsyncClient, db: Sessions, auth_state: AuthState, email: str
-    ) -> str:
-        response = await api.post(FORGOT, json={"email": email})
-        assert response.status_code == 202
-        return await reset_link_token(db, auth_state, email)
-
     async def test_sets_the_password_and_ends_every_session(
         self,
         api: httpx.AsyncClient,
         make_user: UserFactory,
         login: Login,
-        auth_state: AuthState,
+        forgot: Forgot,
+        mailbox: Mailbox,
         db: Sessions,
     ) -> None:
         user = await make_user()
         pairs = [await login(user.email) for _ in range(2)]
-        token = await self.forgot(api, db, auth_state, user.email)
+        token = await forgot(user.email)
 
-        response = await api.post(RESET, json={"token": token, "new_password": NEW_PASSWORD})
+        response = await reset(api, token)
 
         assert response.status_code == 204, response.text
         assert await login_status(api, user.email, PASSWORD) == 401
         assert await login_status(api, user.email, NEW_PASSWORD) == 200
         for pair in pairs:
-            problem(await api.get(ME, headers=bearer(pair["access_token"])), 401, "invalid_token")
+            assert_problem(await me(api, pair), 401, "invalid_token")
             refreshed = await api.post(REFRESH, json={"refresh_token": pair["refresh_token"]})
-            problem(refreshed, 401, "invalid_token")
-        assert len(await outbox_to(db, auth_state, user.email, "password_changed")) == 1
-        (event,) = await events(db, "auth.password.reset", user.id)
+            assert_problem(refreshed, 401, "invalid_token")
+        assert len(await mailbox.to(user.email, "password_changed")) == 1
+        (event,) = await audit_events(db, "auth.password.reset", about=user.id)
         assert event.data["sessions_revoked"] == 2
 
     async def test_token_works_once(
-        self, api: httpx.AsyncClient, make_user: UserFactory, auth_state: AuthState, db: Sessions
+        self, api: httpx.AsyncClient, make_user: UserFactory, forgot: Forgot, db: Sessions
     ) -> None:
         user = await make_user()
-        token = await self.forgot(api, db, auth_state, user.email)
-        first = await api.post(RESET, json={"token": token, "new_password": NEW_PASSWORD})
+        token = await forgot(user.email)
+        first = await reset(api, token)
 
-        second = await api.post(RESET, json={"token": token, "new_password": PASSWORD + "-x"})
+        second = await reset(api, token, PASSWORD + "-x")
 
         assert first.status_code == 204
-        problem(second, 400, "invalid_or_expired_token")
+        assert_problem(second, 400, "invalid_or_expired_token")
         assert await login_status(api, user.email, NEW_PASSWORD) == 200
         (event,) = await reset_refusals(db, second)
         assert (event.reason, event.actor_id) == ("used", user.id)
 
     async def test_concurrent_uses_of_one_token_let_one_through(
-        self, api: httpx.AsyncClient, make_user: UserFactory, auth_state: AuthState, db: Sessions
+        self, api: httpx.AsyncClient, make_user: UserFactory, forgot: Forgot, db: Sessions
     ) -> None:
         user = await make_user()
-        token = await self.forgot(api, db, auth_state, user.email)
+        token = await forgot(user.email)
 
         responses = await asyncio.gather(
-            *(
-                api.post(RESET, json={"token": token, "new_password": f"{NEW_PASSWORD}-{i}"})
-                for i in range(5)
-            )
+            *(reset(api, token, f"{NEW_PASSWORD}-{i}") for i in range(5))
         )
 
         assert sorted(r.status_code for r in responses) == [204, 400, 400, 400, 400]
@@ -256,180 +227,154 @@ class TestReset:
         assert {(event.reason, event.actor_id) for event in refused} == {("used", user.id)}
 
     async def test_expired_token(
-        self, api: httpx.AsyncClient, make_user: UserFactory, auth_state: AuthState, db: Sessions
+        self, api: httpx.AsyncClient, make_user: UserFactory, forgot: Forgot, db: Sessions
     ) -> None:
         user = await make_user()
-        token = await self.forgot(api, db, auth_state, user.email)
+        token = await forgot(user.email)
         await expire_token(db, token)
 
-        response = await api.post(RESET, json={"token": token, "new_password": NEW_PASSWORD})
+        response = await reset(api, token)
 
-        problem(response, 400, "invalid_or_expired_token")
+        assert_problem(response, 400, "invalid_or_expired_token")
         assert await login_status(api, user.email, PASSWORD) == 200
         (event,) = await reset_refusals(db, response)
         assert (event.reason, event.actor_id) == ("expired", user.id)
 
     async def test_unknown_token(self, api: httpx.AsyncClient, db: Sessions) -> None:
-        response = await api.post(RESET, json={"token": "x" * 43, "new_password": NEW_PASSWORD})
+        response = await reset(api, "x" * 43)
 
-        problem(response, 400, "invalid_or_expired_token")
+        assert_problem(response, 400, "invalid_or_expired_token")
         (event,) = await reset_refusals(db, response)
         assert (event.reason, event.actor_id, event.target_type) == ("unknown_token", None, None)
 
     async def test_weak_password_keeps_the_token_usable(
-        self,
-        api: httpx.AsyncClient,
-        make_user: UserFactory,
-        login: Login,
-        auth_state: AuthState,
-        db: Sessions,
+        self, api: httpx.AsyncClient, make_user: UserFactory, login: Login, forgot: Forgot
     ) -> None:
         user = await make_user()
         pair = await login(user.email)
-        token = await self.forgot(api, db, auth_state, user.email)
+        token = await forgot(user.email)
 
-        weak = await api.post(RESET, json={"token": token, "new_password": "short"})
+        weak = await reset(api, token, "short")
 
-        body = problem(weak, 422, "weak_password")
+        body = assert_problem(weak, 422, "weak_password")
         assert body.get("reason") == "too_short"
         assert await login_status(api, user.email, PASSWORD) == 200
-        assert (await api.get(ME, headers=bearer(pair["access_token"]))).status_code == 200
-        retry = await api.post(RESET, json={"token": token, "new_password": NEW_PASSWORD})
+        assert (await me(api, pair)).status_code == 200
+        retry = await reset(api, token)
         assert retry.status_code == 204, retry.text
 
     async def test_password_containing_the_email_is_weak(
-        self, api: httpx.AsyncClient, make_user: UserFactory, auth_state: AuthState, db: Sessions
+        self, api: httpx.AsyncClient, make_user: UserFactory, forgot: Forgot
     ) -> None:
         user = await make_user()
-        token = await self.forgot(api, db, auth_state, user.email)
+        token = await forgot(user.email)
 
-        response = await api.post(
-            RESET, json={"token": token, "new_password": f"my {user.email} password"}
-        )
+        response = await reset(api, token, f"my {user.email} password")
 
-        problem(response, 422, "weak_password")
+        assert_problem(response, 422, "weak_password")
 
     async def test_reset_proves_the_address(
-        self, api: httpx.AsyncClient, make_user: UserFactory, auth_state: AuthState, db: Sessions
+        self, api: httpx.AsyncClient, make_user: UserFactory, forgot: Forgot
     ) -> None:
         user = await make_user(is_verified=False)
-        token = await self.forgot(api, db, auth_state, user.email)
+        token = await forgot(user.email)
 
-        await api.post(RESET, json={"token": token, "new_password": NEW_PASSWORD})
+        await reset(api, token)
 
         assert await login_status(api, user.email, NEW_PASSWORD) == 200
 
     async def test_deactivated_meanwhile(
-        self, api: httpx.AsyncClient, make_user: UserFactory, auth_state: AuthState, db: Sessions
+        self, api: httpx.AsyncClient, make_user: UserFactory, forgot: Forgot, db: Sessions
     ) -> None:
         user = await make_user()
-        token = await self.forgot(api, db, auth_state, user.email)
+        token = await forgot(user.email)
         async with db() as session, session.begin():
             await session.exec(update(User).where(col(User.id) == user.id).values(is_active=False))
 
-        response = await api.post(RESET, json={"token": token, "new_password": NEW_PASSWORD})
+        response = await reset(api, token)
 
-        problem(response, 400, "invalid_or_expired_token")
+        assert_problem(response, 400, "invalid_or_expired_token")
         (event,) = await reset_refusals(db, response)
         assert (event.reason, event.actor_id) == ("inactive", user.id)
 
     async def test_verification_token_is_not_a_reset_token(
-        self, api: httpx.AsyncClient, new_email: Callable[..., str], mailbox: Any, db: Sessions
+        self, api: httpx.AsyncClient, new_email: EmailFactory, mailbox: Mailbox, db: Sessions
     ) -> None:
         email = new_email()
         await api.post("/api/v1/auth/register", json={"email": email, "password": PASSWORD})
         verification = (await mailbox.last(email, "verify_email")).token
 
-        response = await api.post(RESET, json={"token": verification, "new_password": NEW_PASSWORD})
+        response = await reset(api, verification)
 
-        problem(response, 400, "invalid_or_expired_token")
+        assert_problem(response, 400, "invalid_or_expired_token")
         (event,) = await reset_refusals(db, response)
         async with db() as session:
             owner = (await session.exec(select(User).where(col(User.email) == email))).one()
         assert (event.reason, event.actor_id) == ("wrong_purpose", owner.id)
 
 
-class TestChange:
-    async def test_changes_the_password_and_ends_the_other_sessions(
-        self,
-        api: httpx.AsyncClient,
-        make_user: UserFactory,
-        login: Login,
-        auth_state: AuthState,
-        db: Sessions,
-    ) -> None:
-        user = await make_user()
-        current = await login(user.email)
-        others = [await login(user.email) for _ in range(2)]
+type SignedIn = tuple[User, list[dict[str, Any]]]
 
-        response = await api.post(
-            CHANGE,
-            json={"current_password": PASSWORD, "new_password": NEW_PASSWORD},
-            headers=bearer(current["access_token"]),
-        )
+
+class TestChange:
+    @pytest.fixture
+    async def signed_in(self, make_user: UserFactory, login: Login) -> SignedIn:
+        """A user with three sessions: the one that changes the password, and two others."""
+        user = await make_user()
+        return user, [await login(user.email) for _ in range(3)]
+
+    async def test_changes_the_password_and_ends_the_other_sessions(
+        self, api: httpx.AsyncClient, signed_in: SignedIn, mailbox: Mailbox, db: Sessions
+    ) -> None:
+        user, (current, *others) = signed_in
+
+        response = await change(api, current, PASSWORD)
 
         assert response.status_code == 204, response.text
-        assert (await api.get(ME, headers=bearer(current["access_token"]))).status_code == 200
+        assert (await me(api, current)).status_code == 200
         refreshed = await api.post(REFRESH, json={"refresh_token": current["refresh_token"]})
         assert refreshed.status_code == 200
         for pair in others:
-            problem(await api.get(ME, headers=bearer(pair["access_token"])), 401, "invalid_token")
+            assert_problem(await me(api, pair), 401, "invalid_token")
         assert await login_status(api, user.email, PASSWORD) == 401
         assert await login_status(api, user.email, NEW_PASSWORD) == 200
-        (notice,) = await outbox_to(db, auth_state, user.email, "password_changed")
-        assert NEW_PASSWORD not in notice["text"]
-        (event,) = await events(db, "auth.password.changed", user.id)
+        (notice,) = await mailbox.to(user.email, "password_changed")
+        assert NEW_PASSWORD not in notice.text
+        (event,) = await audit_events(db, "auth.password.changed", about=user.id)
         assert event.data["sessions_revoked"] == 2
 
     async def test_wrong_current_password(
-        self,
-        api: httpx.AsyncClient,
-        make_user: UserFactory,
-        login: Login,
-        auth_state: AuthState,
-        db: Sessions,
+        self, api: httpx.AsyncClient, signed_in: SignedIn, mailbox: Mailbox, db: Sessions
     ) -> None:
-        user = await make_user()
-        current = await login(user.email)
-        other = await login(user.email)
+        user, (current, other, _) = signed_in
 
-        response = await api.post(
-            CHANGE,
-            json={"current_password": "not-my-password", "new_password": NEW_PASSWORD},
-            headers=bearer(current["access_token"]),
-        )
+        response = await change(api, current, "not-my-password")
 
-        problem(response, 403, "invalid_password")
+        assert_problem(response, 403, "invalid_password")
         assert await login_status(api, user.email, PASSWORD) == 200
-        assert (await api.get(ME, headers=bearer(current["access_token"]))).status_code == 200
-        assert (await api.get(ME, headers=bearer(other["access_token"]))).status_code == 200
-        assert await outbox_to(db, auth_state, user.email, "password_changed") == []
-        (event,) = await events(db, "auth.password.change.failed", user.id)
+        assert (await me(api, current)).status_code == 200
+        assert (await me(api, other)).status_code == 200
+        assert await mailbox.to(user.email, "password_changed") == []
+        (event,) = await audit_events(db, "auth.password.change.failed", about=user.id)
         assert event.success is False
 
     async def test_weak_new_password_changes_nothing(
-        self, api: httpx.AsyncClient, make_user: UserFactory, login: Login
+        self, api: httpx.AsyncClient, signed_in: SignedIn
     ) -> None:
-        user = await make_user()
-        current = await login(user.email)
-        other = await login(user.email)
+        user, (current, other, _) = signed_in
 
-        response = await api.post(
-            CHANGE,
-            json={"current_password": PASSWORD, "new_password": "password1234"},
-            headers=bearer(current["access_token"]),
-        )
+        response = await change(api, current, PASSWORD, "password1234")
 
-        problem(response, 422, "weak_password")
+        assert_problem(response, 422, "weak_password")
         assert await login_status(api, user.email, PASSWORD) == 200
-        assert (await api.get(ME, headers=bearer(other["access_token"]))).status_code == 200
+        assert (await me(api, other)).status_code == 200
 
     async def test_needs_a_token(self, api: httpx.AsyncClient) -> None:
         response = await api.post(
             CHANGE, json={"current_password": PASSWORD, "new_password": NEW_PASSWORD}
         )
 
-        problem(response, 401, "not_authenticated")
+        assert_problem(response, 401, "not_authenticated")
 
     async def test_concurrent_changes_from_several_users(
         self, api: httpx.AsyncClient, make_user: UserFactory, login: Login
@@ -439,14 +384,7 @@ class TestChange:
         pairs = [await login(user.email) for user in users]
 
         responses = await asyncio.gather(
-            *(
-                api.post(
-                    CHANGE,
-                    json={"current_password": PASSWORD, "new_password": NEW_PASSWORD},
-                    headers=bearer(pair["access_token"]),
-                )
-                for pair in pairs
-            ),
+            *(change(api, pair, PASSWORD) for pair in pairs),
             *(api.post(LOGIN, json={"email": u.email, "password": PASSWORD}) for u in users),
         )
 

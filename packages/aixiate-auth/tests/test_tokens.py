@@ -10,7 +10,6 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -19,23 +18,17 @@ import pytest
 from aixiate_auth.access_tokens import encode_access_token
 from aixiate_auth.settings import AuthSettings
 from aixiate_auth.state import AuthState
+from aixiate_auth.testing import Login, UserFactory, jwt_part
 from aixiate_core.errors import PROBLEM_CONTENT_TYPE
+from aixiate_core.testing import bearer
 from aixiate_users.models import User
 from cryptography.hazmat.primitives import serialization
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
-PASSWORD = "vivid-otter-harbour-42"
 ME = "/api/v1/users/me"
 LOGOUT = "/api/v1/auth/logout"
 INVALID_TOKEN = 'Bearer error="invalid_token"'
-
-type UserFactory = Callable[..., Awaitable[User]]
-type Login = Callable[..., Awaitable[dict[str, Any]]]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def b64(data: bytes) -> str:
@@ -44,12 +37,6 @@ def b64(data: bytes) -> str:
 
 def b64json(value: dict[str, Any]) -> str:
     return b64(json.dumps(value, separators=(",", ":")).encode())
-
-
-def segment(token: str, index: int) -> dict[str, Any]:
-    part = token.split(".")[index]
-    decoded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
-    return decoded
 
 
 def sign(claims: dict[str, Any], key: ECKey, kid: str, **header: Any) -> str:
@@ -76,7 +63,7 @@ class Caller:
         self.user = user
         self.access_token: str = pair["access_token"]
         self.refresh_token: str = pair["refresh_token"]
-        self.claims = segment(self.access_token, 1)
+        self.claims = jwt_part(self.access_token, 1)
         self.runtime = auth_state
 
     @property
@@ -86,6 +73,20 @@ class Caller:
     def sign(self, claims: dict[str, Any], **header: Any) -> str:
         loaded = self.runtime.keyring.signing_key()
         return sign(claims, loaded.key, loaded.kid, **header)
+
+    def issued_at(self, now: int, auth_settings: AuthSettings) -> str:
+        """A token of the caller's session, signed with our key, as if issued at ``now``."""
+        loaded = self.runtime.keyring.signing_key()
+        token, _ = encode_access_token(
+            auth_settings,
+            kid=loaded.kid,
+            key=loaded.key,
+            user_id=self.user.id,
+            session_id=self.session_id,
+            roles=[],
+            now=now,
+        )
+        return token
 
     def with_claims(self, **changes: Any) -> dict[str, Any]:
         return {**self.claims, **changes}
@@ -140,18 +141,15 @@ class TestMissingToken:
         assert response.json()["code"] == "not_authenticated"
         assert response.headers["www-authenticate"] == "Bearer"
 
-    async def test_token_in_a_cookie_is_not_read(
-        self, api: httpx.AsyncClient, caller: Caller
+    @pytest.mark.parametrize(
+        ("header", "value"),
+        [("Cookie", "access_token={token}"), ("Authorization", "Basic {token}")],
+        ids=["token_in_a_cookie_is_not_read", "other_schemes_are_not_a_bearer_token"],
+    )
+    async def test_only_a_bearer_header_carries_the_token(
+        self, api: httpx.AsyncClient, caller: Caller, header: str, value: str
     ) -> None:
-        response = await api.get(ME, headers={"Cookie": f"access_token={caller.access_token}"})
-
-        assert response.status_code == 401
-        assert response.json()["code"] == "not_authenticated"
-
-    async def test_other_schemes_are_not_a_bearer_token(
-        self, api: httpx.AsyncClient, caller: Caller
-    ) -> None:
-        response = await api.get(ME, headers={"Authorization": f"Basic {caller.access_token}"})
+        response = await api.get(ME, headers={header: value.format(token=caller.access_token)})
 
         assert response.status_code == 401
         assert response.json()["code"] == "not_authenticated"
@@ -159,7 +157,7 @@ class TestMissingToken:
 
 class TestForgedTokens:
     async def test_alg_none(self, api: httpx.AsyncClient, caller: Caller) -> None:
-        kid = segment(caller.access_token, 0)["kid"]
+        kid = jwt_part(caller.access_token, 0)["kid"]
         for alg in ("none", "None", "NONE"):
             token = f"{b64json({'alg': alg, 'typ': 'JWT', 'kid': kid})}.{b64json(caller.claims)}."
 
@@ -280,38 +278,20 @@ class TestClaims:
     async def test_expired(
         self, api: httpx.AsyncClient, caller: Caller, auth_settings: AuthSettings
     ) -> None:
-        loaded = caller.runtime.keyring.signing_key()
         past = int(time.time()) - auth_settings.access_token_ttl_seconds
         past -= auth_settings.jwt_leeway_seconds + 60
 
-        token, _ = encode_access_token(
-            auth_settings,
-            kid=loaded.kid,
-            key=loaded.key,
-            user_id=caller.user.id,
-            session_id=caller.session_id,
-            roles=[],
-            now=past,
-        )
+        token = caller.issued_at(past, auth_settings)
 
         assert_invalid_token(await api.get(ME, headers=bearer(token)))
 
     async def test_expired_within_the_leeway_still_passes(
         self, api: httpx.AsyncClient, caller: Caller, auth_settings: AuthSettings
     ) -> None:
-        loaded = caller.runtime.keyring.signing_key()
         # Expired 5 s ago with 30 s of tolerated clock skew.
         issued = int(time.time()) - auth_settings.access_token_ttl_seconds - 5
 
-        token, _ = encode_access_token(
-            auth_settings,
-            kid=loaded.kid,
-            key=loaded.key,
-            user_id=caller.user.id,
-            session_id=caller.session_id,
-            roles=[],
-            now=issued,
-        )
+        token = caller.issued_at(issued, auth_settings)
 
         assert (await api.get(ME, headers=bearer(token))).status_code == 200
 

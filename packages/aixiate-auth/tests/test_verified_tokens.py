@@ -3,17 +3,10 @@
 from uuid import uuid4
 
 from aixiate_auth.access_tokens import AccessClaims, VerifiedTokens
+from aixiate_core.testing import FakeClock
 
 NOW = 1_800_000_000.0
 LEEWAY = 30
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def claims(expires_at: float = NOW + 900) -> AccessClaims:
@@ -27,11 +20,11 @@ def claims(expires_at: float = NOW + 900) -> AccessClaims:
 
 
 def memo(
-    max_entries: int = 10, *, keys: set[str] | None = None, clock: Clock | None = None
+    max_entries: int = 10, *, keys: set[str] | None = None, clock: FakeClock | None = None
 ) -> VerifiedTokens:
     known = {"k1"} if keys is None else keys
     return VerifiedTokens(
-        max_entries, LEEWAY, has_key=lambda kid: kid in known, clock=clock or Clock()
+        max_entries, LEEWAY, has_key=lambda kid: kid in known, clock=clock or FakeClock(NOW)
     )
 
 
@@ -63,7 +56,7 @@ def test_tokens_are_not_kept_in_memory() -> None:
 
 
 def test_an_expired_token_is_dropped_after_the_leeway() -> None:
-    clock = Clock()
+    clock = FakeClock(NOW)
     tokens = memo(clock=clock)
     tokens.put("token", claims(expires_at=NOW + 60), "k1")
 

@@ -65,6 +65,21 @@ def email_templates() -> EmailTemplates:
 
 
 @pytest.fixture
+def database_down(settings: Settings, free_port: Callable[[], int]) -> Settings:
+    """The test settings with a database where nothing listens: connecting fails at once,
+    like a database that is down."""
+    url = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/x"
+    return settings.model_copy(update={"database_url": url})
+
+
+@pytest.fixture
+def database_hung(settings: Settings, silent_port: int) -> Settings:
+    """The test settings with a database that accepts connections and never answers."""
+    url = f"postgresql+asyncpg://postgres@127.0.0.1:{silent_port}/x"
+    return settings.model_copy(update={"database_url": url})
+
+
+@pytest.fixture
 async def silent_port() -> AsyncIterator[int]:
     """A port that accepts connections and never says a word, like a hung database."""
 

@@ -213,16 +213,28 @@ class RecordResponseStart:
 
 
 class TestGetSession:
-    async def test_commits_on_success(
-        self, make_app: AppFactory, settings: Settings, tables: Tables, engine: AsyncEngine
+    @pytest.mark.parametrize(
+        ("path", "status", "notes"),
+        [("/notes", 201, 1), ("/notes/conflict", 409, 0), ("/notes/crash", 500, 0)],
+        ids=["commits_on_success", "rolls_back_on_domain_error", "rolls_back_on_unexpected_error"],
+    )
+    async def test_commits_only_on_success(
+        self,
+        make_app: AppFactory,
+        settings: Settings,
+        tables: Tables,
+        engine: AsyncEngine,
+        path: str,
+        status: int,
+        notes: int,
     ) -> None:
         app = make_app(settings, unit_of_work_routes(tables))
 
         async with serve(app) as client:
-            response = await client.post("/notes")
+            response = await client.post(path)
 
-        assert response.status_code == 201
-        assert await count(engine, tables.notes) == 1
+        assert response.status_code == status
+        assert await count(engine, tables.notes) == notes
 
     async def test_commits_before_the_response_starts(
         self, make_app: AppFactory, settings: Settings, tables: Tables
@@ -242,28 +254,6 @@ class TestGetSession:
 
         assert response.status_code == 201
         assert events == ["commit", "response"]
-
-    async def test_rolls_back_on_domain_error(
-        self, make_app: AppFactory, settings: Settings, tables: Tables, engine: AsyncEngine
-    ) -> None:
-        app = make_app(settings, unit_of_work_routes(tables))
-
-        async with serve(app) as client:
-            response = await client.post("/notes/conflict")
-
-        assert response.status_code == 409
-        assert await count(engine, tables.notes) == 0
-
-    async def test_rolls_back_on_unexpected_error(
-        self, make_app: AppFactory, settings: Settings, tables: Tables, engine: AsyncEngine
-    ) -> None:
-        app = make_app(settings, unit_of_work_routes(tables))
-
-        async with serve(app) as client:
-            response = await client.post("/notes/crash")
-
-        assert response.status_code == 500
-        assert await count(engine, tables.notes) == 0
 
     async def test_failed_commit_is_not_reported_as_success(
         self, make_app: AppFactory, settings: Settings, tables: Tables, engine: AsyncEngine

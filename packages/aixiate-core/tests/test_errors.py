@@ -3,6 +3,7 @@ from typing import Any
 
 import httpx
 import pytest
+from aixiate_core import testing
 from aixiate_core.db import SessionDep
 from aixiate_core.errors import (
     PROBLEM_CONTENT_TYPE,
@@ -35,15 +36,10 @@ SECRET_INPUT = "hunter2-correct-horse"
 
 
 def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """The RFC 9457 shape of every error, and the request id tying body and header together."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM_CONTENT_TYPE
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert body["code"] == code
+    """The RFC 9457 shape of every error in full, beyond what every package's tests check."""
+    body = testing.assert_problem(response, status, code)
     assert body["type"] == "https://aixiate.dev/problems/" + code.replace("_", "-")
     assert body["instance"] == response.request.url.path
-    assert body["request_id"] == response.headers["x-request-id"]
     assert body["title"]
     assert body["detail"]
     return body
@@ -141,23 +137,27 @@ class TestHttpErrors:
 
 
 class TestRequestBodies:
-    async def test_malformed_json(self, client: httpx.AsyncClient) -> None:
+    @pytest.mark.parametrize(
+        ("content", "content_type", "status", "code"),
+        [
+            (b'{"email": "a@example.com", "password": ', "application/json", 400, "malformed_json"),
+            (
+                b'{"email": "a@example.com", "password": "x"}',
+                "text/plain",
+                415,
+                "unsupported_media_type",
+            ),
+        ],
+        ids=["malformed_json", "wrong_content_type"],
+    )
+    async def test_unreadable_body(
+        self, client: httpx.AsyncClient, content: bytes, content_type: str, status: int, code: str
+    ) -> None:
         response = await client.post(
-            "/signup",
-            content=b'{"email": "a@example.com", "password": ',
-            headers={"content-type": "application/json"},
+            "/signup", content=content, headers={"content-type": content_type}
         )
 
-        assert_problem(response, 400, "malformed_json")
-
-    async def test_wrong_content_type(self, client: httpx.AsyncClient) -> None:
-        response = await client.post(
-            "/signup",
-            content=b'{"email": "a@example.com", "password": "x"}',
-            headers={"content-type": "text/plain"},
-        )
-
-        assert_problem(response, 415, "unsupported_media_type")
+        assert_problem(response, status, code)
 
     async def test_validation_error_lists_errors(self, client: httpx.AsyncClient) -> None:
         response = await client.post("/signup", json={"email": "a", "password": SECRET_INPUT})
@@ -232,14 +232,9 @@ class TestAppErrors:
 
 class TestBackendOutage:
     async def test_unreachable_database_is_503(
-        self, make_app: AppFactory, settings: Settings, free_port: Callable[[], int]
+        self, make_app: AppFactory, database_down: Settings
     ) -> None:
-        # Nothing listens on the port: connecting fails at once, like a database that is down.
-        down = settings.model_copy(
-            update={"database_url": f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/x"}
-        )
-
-        async with serve(make_app(down, error_routes())) as client:
+        async with serve(make_app(database_down, error_routes())) as client:
             response = await client.get("/database")
 
         body = assert_problem(response, 503, "service_unavailable")
@@ -248,14 +243,9 @@ class TestBackendOutage:
         assert "Error" not in body["detail"]
 
     async def test_database_that_does_not_answer_is_503(
-        self, make_app: AppFactory, settings: Settings, silent_port: int
+        self, make_app: AppFactory, database_hung: Settings
     ) -> None:
-        hung = settings.model_copy(
-            update={
-                "database_url": f"postgresql+asyncpg://postgres@127.0.0.1:{silent_port}/x",
-                "database_connect_timeout_seconds": 0.2,
-            }
-        )
+        hung = database_hung.model_copy(update={"database_connect_timeout_seconds": 0.2})
         async with serve(make_app(hung, error_routes())) as client:
             response = await client.get("/database")
 

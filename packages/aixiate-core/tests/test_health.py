@@ -7,14 +7,7 @@ import httpx
 import pytest
 from aixiate_core.errors import PROBLEM_CONTENT_TYPE
 from aixiate_core.settings import Settings
-from aixiate_core.testing import (
-    TcpProxy,
-    postgres_server_url,
-    redis_server_url,
-    serve,
-    target_of,
-    url_through,
-)
+from aixiate_core.testing import postgres_server_url, proxied, redis_server_url, serve
 from fastapi import APIRouter, FastAPI
 
 type AppFactory = Callable[[Settings, APIRouter], FastAPI]
@@ -93,14 +86,8 @@ class TestLive:
         assert response.status_code == 200
         assert response.json()["status"] == "ok"
 
-    async def test_checks_no_backend(
-        self, make_app: AppFactory, settings: Settings, free_port: Callable[[], int]
-    ) -> None:
-        down = settings.model_copy(
-            update={"database_url": f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/x"}
-        )
-
-        async with serve(make_app(down, APIRouter())) as client:
+    async def test_checks_no_backend(self, make_app: AppFactory, database_down: Settings) -> None:
+        async with serve(make_app(database_down, APIRouter())) as client:
             response = await client.get("/health/live")
 
         assert response.status_code == 200
@@ -120,13 +107,9 @@ class TestReady:
         assert response.json() == {"status": "ok", "checks": expected}
 
     async def test_unreachable_database_is_503(
-        self, make_app: AppFactory, settings: Settings, free_port: Callable[[], int]
+        self, make_app: AppFactory, database_down: Settings
     ) -> None:
-        down = settings.model_copy(
-            update={"database_url": f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/x"}
-        )
-
-        async with serve(make_app(down, APIRouter())) as client:
+        async with serve(make_app(database_down, APIRouter())) as client:
             response, elapsed = await timed_get(client, "/health/ready")
 
         assert response.status_code == 503
@@ -139,15 +122,11 @@ class TestReady:
         assert elapsed < GENEROUS_SECONDS
 
     async def test_hung_database_is_503_within_the_health_timeout(
-        self, make_app: AppFactory, settings: Settings, silent_port: int
+        self, make_app: AppFactory, database_hung: Settings
     ) -> None:
         # The connection attempt alone would wait 5 s; the probe gives up at 1.5 s.
-        hung = settings.model_copy(
-            update={
-                "database_url": f"postgresql+asyncpg://postgres@127.0.0.1:{silent_port}/x",
-                "database_connect_timeout_seconds": 5.0,
-                "health_timeout_seconds": 1.5,
-            }
+        hung = database_hung.model_copy(
+            update={"database_connect_timeout_seconds": 5.0, "health_timeout_seconds": 1.5}
         )
 
         async with serve(make_app(hung, APIRouter())) as client:
@@ -165,12 +144,8 @@ class TestReady:
     async def test_follows_a_database_outage(
         self, make_app: AppFactory, settings: Settings
     ) -> None:
-        proxy = TcpProxy(*target_of(settings.database_url, 5432))
-        await proxy.start()
-        through = settings.model_copy(
-            update={"database_url": url_through(settings.database_url, proxy)}
-        )
-        try:
+        async with proxied(settings.database_url, 5432) as (proxy, url):
+            through = settings.model_copy(update={"database_url": url})
             async with serve(make_app(through, APIRouter())) as client:
                 assert (await client.get("/health/ready")).status_code == 200
 
@@ -179,8 +154,6 @@ class TestReady:
 
                 await proxy.start()
                 back = await client.get("/health/ready")
-        finally:
-            await proxy.stop()
 
         assert cut.status_code == 503
         assert cut.json()["checks"]["database"] != "ok"
@@ -189,21 +162,16 @@ class TestReady:
         assert back.json()["checks"]["database"] == "ok"
 
     async def test_follows_a_redis_outage(self, make_app: AppFactory, settings: Settings) -> None:
-        async with redis_target() as redis_url:
-            proxy = TcpProxy(*target_of(redis_url, 6379))
-            await proxy.start()
-            through = settings.model_copy(update={"redis_url": url_through(redis_url, proxy)})
-            try:
-                async with serve(make_app(through, APIRouter())) as client:
-                    up = await client.get("/health/ready")
+        async with redis_target() as redis_url, proxied(redis_url, 6379) as (proxy, url):
+            through = settings.model_copy(update={"redis_url": url})
+            async with serve(make_app(through, APIRouter())) as client:
+                up = await client.get("/health/ready")
 
-                    await proxy.stop()
-                    cut, elapsed = await timed_get(client, "/health/ready")
-
-                    await proxy.start()
-                    back = await client.get("/health/ready")
-            finally:
                 await proxy.stop()
+                cut, elapsed = await timed_get(client, "/health/ready")
+
+                await proxy.start()
+                back = await client.get("/health/ready")
 
         assert up.status_code == 200
         assert up.json()["checks"] == {"database": "ok", "redis": "ok"}

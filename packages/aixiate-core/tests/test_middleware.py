@@ -1,4 +1,3 @@
-import ipaddress
 import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -210,62 +209,45 @@ class TestAccessLog:
         assert "request_id" not in structlog.contextvars.get_contextvars()
 
 
-def networks(*entries: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    return parse_networks(entries)
-
-
 class TestClientIp:
-    def test_peer_without_trusted_proxies(self) -> None:
-        assert client_ip("198.51.100.1", "192.0.2.9", ()) == "198.51.100.1"
-
-    def test_spoofed_header_from_untrusted_peer_is_ignored(self) -> None:
-        trusted = networks("10.0.0.0/8")
-
-        assert client_ip("198.51.100.1", "192.0.2.9", trusted) == "198.51.100.1"
-
-    def test_trusted_proxy_is_believed(self) -> None:
-        trusted = networks("10.0.0.1")
-
-        assert client_ip("10.0.0.1", "192.0.2.9", trusted) == "192.0.2.9"
-
-    def test_chain_stops_at_first_untrusted_hop(self) -> None:
-        # client -> (spoofs 6.6.6.6) -> edge proxy 10.0.0.2 -> inner proxy 10.0.0.1 -> us
-        trusted = networks("10.0.0.0/24")
-
-        result = client_ip("10.0.0.1", "6.6.6.6, 192.0.2.9, 10.0.0.2", trusted)
-
-        assert result == "192.0.2.9"
-
-    def test_all_hops_trusted_gives_the_leftmost(self) -> None:
-        trusted = networks("10.0.0.0/24")
-
-        assert client_ip("10.0.0.1", "10.0.0.3, 10.0.0.2", trusted) == "10.0.0.3"
-
-    def test_missing_header_gives_the_peer(self) -> None:
-        assert client_ip("10.0.0.1", None, networks("10.0.0.0/24")) == "10.0.0.1"
-
-    def test_garbage_entry_is_not_believed(self) -> None:
-        trusted = networks("10.0.0.0/24")
-
-        assert client_ip("10.0.0.1", "192.0.2.9, not-an-ip", trusted) == "10.0.0.1"
-
-    def test_garbage_beyond_trusted_hops_stops_at_last_good_hop(self) -> None:
-        trusted = networks("10.0.0.0/24")
-
-        assert client_ip("10.0.0.1", "not-an-ip, 10.0.0.2", trusted) == "10.0.0.2"
-
-    def test_entry_with_port_is_not_an_address(self) -> None:
-        trusted = networks("10.0.0.0/24")
-
-        assert client_ip("10.0.0.1", "192.0.2.9:5555", trusted) == "10.0.0.1"
-
-    def test_ipv6(self) -> None:
-        trusted = networks("2001:db8::/64")
-
-        assert client_ip("2001:db8::1", "2001:db8:ffff::9", trusted) == "2001:db8:ffff::9"
-
-    def test_no_peer(self) -> None:
-        assert client_ip(None, "192.0.2.9", networks("10.0.0.0/24")) is None
+    @pytest.mark.parametrize(
+        ("peer", "forwarded_for", "trusted", "expected"),
+        [
+            ("198.51.100.1", "192.0.2.9", (), "198.51.100.1"),
+            ("198.51.100.1", "192.0.2.9", ("10.0.0.0/8",), "198.51.100.1"),
+            ("10.0.0.1", "192.0.2.9", ("10.0.0.1",), "192.0.2.9"),
+            # client -> (spoofs 6.6.6.6) -> edge proxy 10.0.0.2 -> inner proxy 10.0.0.1 -> us
+            ("10.0.0.1", "6.6.6.6, 192.0.2.9, 10.0.0.2", ("10.0.0.0/24",), "192.0.2.9"),
+            ("10.0.0.1", "10.0.0.3, 10.0.0.2", ("10.0.0.0/24",), "10.0.0.3"),
+            ("10.0.0.1", None, ("10.0.0.0/24",), "10.0.0.1"),
+            ("10.0.0.1", "192.0.2.9, not-an-ip", ("10.0.0.0/24",), "10.0.0.1"),
+            ("10.0.0.1", "not-an-ip, 10.0.0.2", ("10.0.0.0/24",), "10.0.0.2"),
+            ("10.0.0.1", "192.0.2.9:5555", ("10.0.0.0/24",), "10.0.0.1"),
+            ("2001:db8::1", "2001:db8:ffff::9", ("2001:db8::/64",), "2001:db8:ffff::9"),
+            (None, "192.0.2.9", ("10.0.0.0/24",), None),
+        ],
+        ids=[
+            "peer_without_trusted_proxies",
+            "spoofed_header_from_untrusted_peer_is_ignored",
+            "trusted_proxy_is_believed",
+            "chain_stops_at_first_untrusted_hop",
+            "all_hops_trusted_gives_the_leftmost",
+            "missing_header_gives_the_peer",
+            "garbage_entry_is_not_believed",
+            "garbage_beyond_trusted_hops_stops_at_last_good_hop",
+            "entry_with_port_is_not_an_address",
+            "ipv6",
+            "no_peer",
+        ],
+    )
+    def test_client_ip(
+        self,
+        peer: str | None,
+        forwarded_for: str | None,
+        trusted: tuple[str, ...],
+        expected: str | None,
+    ) -> None:
+        assert client_ip(peer, forwarded_for, parse_networks(trusted)) == expected
 
     async def test_middleware_uses_trusted_proxies_setting(
         self, make_app: AppFactory, settings: Settings

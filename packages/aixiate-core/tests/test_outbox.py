@@ -1,7 +1,7 @@
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import pytest
 from aixiate_core.db import create_sessionmaker, utc_now
@@ -63,65 +63,78 @@ async def _empty_outbox(maker: async_sessionmaker[AsyncSession]) -> None:
         await session.exec(delete(OutboxEmail))
 
 
-def dispatcher_for(
-    fake: FakeResend,
-    *,
-    sessionmaker: async_sessionmaker[AsyncSession],
-    outbox: Outbox,
-    settings: Settings,
-    clock: Callable[[], datetime],
-    events: DomainEvents | None = None,
-) -> OutboxDispatcher:
-    sender = ResendEmailSender(api_key="re_test", base_url=fake.url, sender=settings.email_from)
-    return OutboxDispatcher(
-        sessionmaker=sessionmaker,
-        sender=sender,
-        outbox=outbox,
-        settings=settings,
-        events=events,
-        clock=clock,
-    )
+@dataclass
+class Rig:
+    """A committing outbox, the fake provider its dispatchers send to, and their settings."""
 
+    fake: FakeResend
+    sessionmaker: async_sessionmaker[AsyncSession]
+    outbox: Outbox
+    settings: Settings
 
-async def enqueue(
-    sessionmaker: async_sessionmaker[AsyncSession],
-    outbox: Outbox,
-    *,
-    to: str = "ada@example.test",
-    name: str | None = "Ada",
-) -> OutboxEmail:
-    async with sessionmaker() as session, session.begin():
-        return await outbox.enqueue(
-            session,
-            to=to,
-            template="verify_email",
-            context={
-                "name": name,
-                "link": outbox.link("verify-email", "t0k3n"),
-                "expires_hours": 24,
-            },
+    def dispatcher(
+        self,
+        clock: Callable[[], datetime],
+        *,
+        settings: Settings | None = None,
+        events: DomainEvents | None = None,
+    ) -> OutboxDispatcher:
+        settings = settings or self.settings
+        sender = ResendEmailSender(
+            api_key="re_test", base_url=self.fake.url, sender=settings.email_from
+        )
+        return OutboxDispatcher(
+            sessionmaker=self.sessionmaker,
+            sender=sender,
+            outbox=self.outbox,
+            settings=settings,
+            events=events,
+            clock=clock,
         )
 
+    async def enqueue(self, *, to: str = "ada@example.test") -> OutboxEmail:
+        async with self.sessionmaker() as session, session.begin():
+            return await self.outbox.enqueue(
+                session,
+                to=to,
+                template="verify_email",
+                context={
+                    "name": "Ada",
+                    "link": self.outbox.link("verify-email", "t0k3n"),
+                    "expires_hours": 24,
+                },
+            )
 
-async def reload(sessionmaker: async_sessionmaker[AsyncSession], row_id: Any) -> OutboxEmail:
-    async with sessionmaker() as session:
-        row = await session.get(OutboxEmail, row_id)
-        assert row is not None
-        return row
+    async def reload(self, row: OutboxEmail) -> OutboxEmail:
+        async with self.sessionmaker() as session:
+            found = await session.get(OutboxEmail, row.id)
+            assert found is not None
+            return found
+
+
+@pytest.fixture
+def rig(
+    fake_resend: FakeResend,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    outbox: Outbox,
+    outbox_settings: Settings,
+) -> Rig:
+    return Rig(fake_resend, sessionmaker, outbox, outbox_settings)
+
+
+async def enqueue_verification(
+    session: AsyncSession, outbox: Outbox, to: str, *, name: str, token: str
+) -> OutboxEmail:
+    context = {"name": name, "link": outbox.link("verify-email", token), "expires_hours": 24}
+    return await outbox.enqueue(session, to=to, template="verify_email", context=context)
 
 
 class TestEnqueue:
     async def test_body_is_stored_encrypted(self, session: AsyncSession, outbox: Outbox) -> None:
-        row = await outbox.enqueue(
-            session,
-            to="ada@example.test",
-            template="verify_email",
-            context={
-                "name": "Ada",
-                "link": outbox.link("verify-email", "s3cr3t"),
-                "expires_hours": 24,
-            },
+        row = await enqueue_verification(
+            session, outbox, "ada@example.test", name="Ada", token="s3cr3t"
         )
+
         assert row.payload is not None
         assert b"s3cr3t" not in row.payload
         assert b"ada@example.test" not in row.payload
@@ -134,12 +147,10 @@ class TestEnqueue:
         self, session: AsyncSession, outbox: Outbox
     ) -> None:
         name = "<script>alert(1)</script> Robert'); DROP TABLE users;--"
-        row = await outbox.enqueue(
-            session,
-            to="bobby@example.test",
-            template="verify_email",
-            context={"name": name, "link": outbox.link("verify-email", "x"), "expires_hours": 24},
+        row = await enqueue_verification(
+            session, outbox, "bobby@example.test", name=name, token="x"
         )
+
         message = outbox.open(row)
         assert "<script>" not in message.html
         assert "&lt;script&gt;" in message.html
@@ -180,75 +191,45 @@ class TestEnqueue:
 
 
 class TestDispatcher:
-    async def test_delivers_once_and_wipes_the_body(
-        self,
-        fake_resend: FakeResend,
-        sessionmaker: async_sessionmaker[AsyncSession],
-        outbox: Outbox,
-        outbox_settings: Settings,
-    ) -> None:
-        clock = Clock()
-        dispatcher = dispatcher_for(
-            fake_resend,
-            sessionmaker=sessionmaker,
-            outbox=outbox,
-            settings=outbox_settings,
-            clock=clock,
-        )
-        row = await enqueue(sessionmaker, outbox)
+    async def test_delivers_once_and_wipes_the_body(self, rig: Rig) -> None:
+        dispatcher = rig.dispatcher(Clock())
+        row = await rig.enqueue()
+
         assert await dispatcher.run_once() == 1
         assert await dispatcher.run_once() == 0
-        sent = await reload(sessionmaker, row.id)
+        sent = await rig.reload(row)
         assert (sent.status, sent.attempts, sent.payload) == ("sent", 1, None)
         assert sent.provider_id
-        [email] = fake_resend.emails
+        [email] = rig.fake.emails
         assert email["to"] == ["ada@example.test"]
         assert email["subject"].startswith("Confirm your email address")
         assert "verify-email?token=t0k3n" in email["text"]
-        assert fake_resend.calls[0].headers["idempotency-key"] == row.idempotency_key
+        assert rig.fake.calls[0].headers["idempotency-key"] == row.idempotency_key
 
-    async def test_retries_with_backoff_until_the_provider_recovers(
-        self,
-        fake_resend: FakeResend,
-        sessionmaker: async_sessionmaker[AsyncSession],
-        outbox: Outbox,
-        outbox_settings: Settings,
-    ) -> None:
+    async def test_retries_with_backoff_until_the_provider_recovers(self, rig: Rig) -> None:
         clock = Clock()
-        dispatcher = dispatcher_for(
-            fake_resend,
-            sessionmaker=sessionmaker,
-            outbox=outbox,
-            settings=outbox_settings,
-            clock=clock,
-        )
-        fake_resend.fail_next(3, status=500)
-        row = await enqueue(sessionmaker, outbox)
+        dispatcher = rig.dispatcher(clock)
+        rig.fake.fail_next(3, status=500)
+        row = await rig.enqueue()
         delays = []
+
         for _ in range(3):
             assert await dispatcher.run_once() == 1
-            pending = await reload(sessionmaker, row.id)
+            pending = await rig.reload(row)
             assert pending.status == "pending"
             # Not due again before its backoff has passed.
             assert await dispatcher.run_once() == 0
             delays.append((pending.next_attempt_at - clock.now).total_seconds())
             clock.advance(delays[-1] + 1)
         assert await dispatcher.run_once() == 1
-        sent = await reload(sessionmaker, row.id)
-        assert (sent.status, sent.attempts) == ("sent", 4)
-        assert len(fake_resend.emails) == 1
-        assert delays[0] < delays[1] < delays[2]  # exponential, with jitter of +-20%
-        assert {call.headers["idempotency-key"] for call in fake_resend.calls} == {
-            row.idempotency_key
-        }
 
-    async def test_permanent_rejection_fails_at_once_and_is_announced(
-        self,
-        fake_resend: FakeResend,
-        sessionmaker: async_sessionmaker[AsyncSession],
-        outbox: Outbox,
-        outbox_settings: Settings,
-    ) -> None:
+        sent = await rig.reload(row)
+        assert (sent.status, sent.attempts) == ("sent", 4)
+        assert len(rig.fake.emails) == 1
+        assert delays[0] < delays[1] < delays[2]  # exponential, with jitter of +-20%
+        assert {call.headers["idempotency-key"] for call in rig.fake.calls} == {row.idempotency_key}
+
+    async def test_permanent_rejection_fails_at_once_and_is_announced(self, rig: Rig) -> None:
         announced: list[EmailDeliveryFailed] = []
 
         async def on_failed(_: AsyncSession, event: EmailDeliveryFailed) -> None:
@@ -256,133 +237,80 @@ class TestDispatcher:
 
         events = DomainEvents()
         events.subscribe(EmailDeliveryFailed, on_failed)
-        dispatcher = dispatcher_for(
-            fake_resend,
-            sessionmaker=sessionmaker,
-            outbox=outbox,
-            settings=outbox_settings,
-            clock=Clock(),
-            events=events,
-        )
-        fake_resend.fail_next(1, status=422)
-        row = await enqueue(sessionmaker, outbox)
+        dispatcher = rig.dispatcher(Clock(), events=events)
+        rig.fake.fail_next(1, status=422)
+        row = await rig.enqueue()
+
         await dispatcher.run_once()
-        failed = await reload(sessionmaker, row.id)
+
+        failed = await rig.reload(row)
         assert (failed.status, failed.attempts, failed.payload) == ("failed", 1, None)
         assert [(e.message_id, e.template) for e in announced] == [(row.id, "verify_email")]
 
-    async def test_gives_up_after_max_attempts(
-        self,
-        fake_resend: FakeResend,
-        sessionmaker: async_sessionmaker[AsyncSession],
-        outbox: Outbox,
-        outbox_settings: Settings,
-    ) -> None:
+    async def test_gives_up_after_max_attempts(self, rig: Rig) -> None:
         clock = Clock()
-        dispatcher = dispatcher_for(
-            fake_resend,
-            sessionmaker=sessionmaker,
-            outbox=outbox,
-            settings=outbox_settings,
-            clock=clock,
-        )
-        fake_resend.fail_next(100, status=503)
-        row = await enqueue(sessionmaker, outbox)
-        for _ in range(outbox_settings.outbox_max_attempts):
+        dispatcher = rig.dispatcher(clock)
+        rig.fake.fail_next(100, status=503)
+        row = await rig.enqueue()
+
+        for _ in range(rig.settings.outbox_max_attempts):
             await dispatcher.run_once()
-            clock.advance(outbox_settings.outbox_backoff_max_seconds + 1)
-        final = await reload(sessionmaker, row.id)
-        assert (final.status, final.attempts) == ("failed", outbox_settings.outbox_max_attempts)
+            clock.advance(rig.settings.outbox_backoff_max_seconds + 1)
+
+        final = await rig.reload(row)
+        assert (final.status, final.attempts) == ("failed", rig.settings.outbox_max_attempts)
         assert await dispatcher.run_once() == 0
 
-    async def test_killed_mid_batch_loses_nothing_and_sends_nothing_twice(
-        self,
-        fake_resend: FakeResend,
-        sessionmaker: async_sessionmaker[AsyncSession],
-        outbox: Outbox,
-        outbox_settings: Settings,
-    ) -> None:
+    async def test_killed_mid_batch_loses_nothing_and_sends_nothing_twice(self, rig: Rig) -> None:
         clock = Clock()
-        rows = [await enqueue(sessionmaker, outbox, to=f"u{i}@example.test") for i in range(5)]
+        rows = [await rig.enqueue(to=f"u{i}@example.test") for i in range(5)]
         # The provider accepts the third message but the dispatcher dies before it
         # hears the answer: the worst moment to be killed.
-        fake_resend.hold_after(3)
-        first = dispatcher_for(
-            fake_resend,
-            sessionmaker=sessionmaker,
-            outbox=outbox,
-            settings=outbox_settings,
-            clock=clock,
-        )
-        task = asyncio.create_task(first.run_once())
-        await fake_resend.wait_for_held()
+        rig.fake.hold_after(3)
+        task = asyncio.create_task(rig.dispatcher(clock).run_once())
+        await rig.fake.wait_for_held()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        fake_resend.release()
+        rig.fake.release()
+        second = rig.dispatcher(clock)
 
-        second = dispatcher_for(
-            fake_resend,
-            sessionmaker=sessionmaker,
-            outbox=outbox,
-            settings=outbox_settings,
-            clock=clock,
-        )
         # Leased rows wait for the lease to run out, so a slow live dispatcher is not raced.
         assert await second.run_once() == 0
-        clock.advance(outbox_settings.outbox_lease_seconds + 1)
+        clock.advance(rig.settings.outbox_lease_seconds + 1)
         assert await second.run_once() == 3
-        statuses = [(await reload(sessionmaker, row.id)).status for row in rows]
+        statuses = [(await rig.reload(row)).status for row in rows]
         assert statuses == ["sent"] * 5
-        delivered = fake_resend.delivered_keys
+        delivered = rig.fake.delivered_keys
         assert sorted(delivered) == sorted(row.idempotency_key for row in rows)
         assert len(delivered) == len(set(delivered))
 
-    async def test_concurrent_dispatchers_claim_each_message_once(
-        self,
-        fake_resend: FakeResend,
-        sessionmaker: async_sessionmaker[AsyncSession],
-        outbox: Outbox,
-        outbox_settings: Settings,
-    ) -> None:
-        rows = [await enqueue(sessionmaker, outbox, to=f"c{i}@example.test") for i in range(30)]
-        dispatchers = [
-            dispatcher_for(
-                fake_resend,
-                sessionmaker=sessionmaker,
-                outbox=outbox,
-                settings=outbox_settings,
-                clock=Clock(),
-            )
-            for _ in range(3)
-        ]
+    async def test_concurrent_dispatchers_claim_each_message_once(self, rig: Rig) -> None:
+        rows = [await rig.enqueue(to=f"c{i}@example.test") for i in range(30)]
+        dispatchers = [rig.dispatcher(Clock()) for _ in range(3)]
+
         while sum(await asyncio.gather(*(d.run_once() for d in dispatchers))):
             pass
-        attempts = [(await reload(sessionmaker, row.id)).attempts for row in rows]
-        assert attempts == [1] * 30
-        assert len(fake_resend.calls) == 30
 
-    async def test_run_forever_wakes_on_commit_and_stops(
-        self,
-        fake_resend: FakeResend,
-        sessionmaker: async_sessionmaker[AsyncSession],
-        outbox: Outbox,
-        outbox_settings: Settings,
-    ) -> None:
-        slow_poll = outbox_settings.model_copy(update={"outbox_poll_seconds": 3600.0})
-        dispatcher = dispatcher_for(
-            fake_resend, sessionmaker=sessionmaker, outbox=outbox, settings=slow_poll, clock=utc_now
-        )
+        attempts = [(await rig.reload(row)).attempts for row in rows]
+        assert attempts == [1] * 30
+        assert len(rig.fake.calls) == 30
+
+    async def test_run_forever_wakes_on_commit_and_stops(self, rig: Rig) -> None:
+        slow_poll = rig.settings.model_copy(update={"outbox_poll_seconds": 3600.0})
+        dispatcher = rig.dispatcher(utc_now, settings=slow_poll)
         stop = asyncio.Event()
         task = asyncio.create_task(dispatcher.run_forever(stop))
         await asyncio.sleep(0.05)
-        await enqueue(sessionmaker, outbox)
+
+        await rig.enqueue()
         async with asyncio.timeout(30):
-            while not fake_resend.emails:  # noqa: ASYNC110 - the fake lives in a thread
+            while not rig.fake.emails:  # noqa: ASYNC110 - the fake lives in a thread
                 await asyncio.sleep(0.02)
         stop.set()
         async with asyncio.timeout(30):
             await task
-        async with sessionmaker() as session:
+
+        async with rig.sessionmaker() as session:
             statement = select(OutboxEmail).where(col(OutboxEmail.status) == "sent")
             assert len((await session.exec(statement)).all()) == 1

@@ -3,7 +3,6 @@ headers, client IPs, sampled reporting, and what happens when Redis goes away.""
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import httpx
@@ -13,6 +12,7 @@ from aixiate_core.errors import PROBLEM_CONTENT_TYPE
 from aixiate_core.events import DomainEvents
 from aixiate_core.ratelimit import (
     GLOBAL,
+    Decision,
     LimiterDep,
     RateLimiter,
     RateLimitExceeded,
@@ -23,19 +23,10 @@ from aixiate_core.ratelimit import (
 )
 from aixiate_core.settings import Settings
 from aixiate_core.store import MemoryStore
-from aixiate_core.testing import (
-    TcpProxy,
-    delete_prefixed,
-    redis_server_url,
-    serve,
-    serve_from,
-    target_of,
-    url_through,
-)
+from aixiate_core.testing import proxied, redis_server_url, serve, serve_from
 from fastapi import APIRouter, Depends, FastAPI
 from limits.aio.storage import MemoryStorage
 from pydantic import ValidationError
-from redis.asyncio import Redis
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import Request
 
@@ -45,16 +36,8 @@ PEER = "203.0.113.7"  # the address serve() connects from
 DEAD_REDIS = "redis://127.0.0.1:9/0"  # the discard port: nothing listens there
 
 
-@pytest.fixture(autouse=True)
-async def forget_counters(settings: Settings) -> AsyncIterator[None]:
-    """Counters live in the shared Redis under the test's prefix; remove them after."""
-    yield
-    if settings.redis_url:
-        client = Redis.from_url(settings.redis_url)
-        try:
-            await delete_prefixed(client, settings.redis_key_prefix)
-        finally:
-            await client.aclose()
+# Counters live in the shared Redis under the test's prefix.
+pytestmark = pytest.mark.usefixtures("forget_redis")
 
 
 def limited(settings: Settings, **overrides: Any) -> Settings:
@@ -134,6 +117,16 @@ async def limiter(settings: Settings) -> AsyncIterator[RateLimiter]:
     await built.close()
 
 
+async def login_hits(settings: Settings, count: int) -> list[Decision]:
+    """``count`` logins from one address on a limiter of its own, forgotten afterwards."""
+    limiter = RateLimiter.from_settings(settings, MemoryStore())
+    try:
+        return [await limiter.hit("login", "ip", PEER) for _ in range(count)]
+    finally:
+        await limiter.storage.reset()
+        await limiter.close()
+
+
 class TestLimiter:
     async def test_allows_the_budget_then_refuses(self, limiter: RateLimiter) -> None:
         decisions = [await limiter.hit("login", "ip", PEER) for _ in range(4)]
@@ -159,12 +152,8 @@ class TestLimiter:
 
     async def test_several_limits_under_one_name_all_apply(self, settings: Settings) -> None:
         both = limited(settings, rate_limit_login_per_ip="5/minute;2/hour")
-        limiter = RateLimiter.from_settings(both, MemoryStore())
-        try:
-            decisions = [await limiter.hit("login", "ip", PEER) for _ in range(3)]
-        finally:
-            await limiter.storage.reset()
-            await limiter.close()
+
+        decisions = await login_hits(both, 3)
 
         assert [d.allowed for d in decisions] == [True, True, False]
         assert decisions[-1].usage is not None
@@ -177,22 +166,15 @@ class TestLimiter:
 
     async def test_disabled_allows_everything(self, settings: Settings) -> None:
         off = limited(settings, rate_limit_enabled=False)
-        limiter = RateLimiter.from_settings(off, MemoryStore())
-        try:
-            decisions = [await limiter.hit("login", "ip", PEER) for _ in range(10)]
-        finally:
-            await limiter.close()
+
+        decisions = await login_hits(off, 10)
 
         assert all(d.allowed for d in decisions)
 
     async def test_moving_window_strategy(self, settings: Settings) -> None:
         moving = limited(settings, rate_limit_strategy="moving-window")
-        limiter = RateLimiter.from_settings(moving, MemoryStore())
-        try:
-            decisions = [await limiter.hit("login", "ip", PEER) for _ in range(4)]
-        finally:
-            await limiter.storage.reset()
-            await limiter.close()
+
+        decisions = await login_hits(moving, 4)
 
         assert [d.allowed for d in decisions] == [True, True, True, False]
 
@@ -237,12 +219,6 @@ class TestClientAddress:
 @pytest.fixture
 def app(make_app: AppFactory, settings: Settings) -> FastAPI:
     return make_app(limited(settings), limited_routes())
-
-
-@pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with serve(app) as http:
-        yield http
 
 
 class TestRoutes:
@@ -328,22 +304,28 @@ class TestRoutes:
         assert answers == [200] * 10
 
 
+async def forwarded_logins(
+    client: httpx.AsyncClient, count: int, forwarded_for: Callable[[int], str]
+) -> list[int]:
+    """The statuses of ``count`` logins of different users, the n-th one with
+    ``X-Forwarded-For: forwarded_for(n)``."""
+    return [
+        (
+            await login(
+                client, f"user{n}@example.com", headers={"X-Forwarded-For": forwarded_for(n)}
+            )
+        ).status_code
+        for n in range(count)
+    ]
+
+
 class TestClientIp:
     async def test_spoofed_forwarded_for_from_an_untrusted_peer_changes_nothing(
         self, make_app: AppFactory, settings: Settings
     ) -> None:
         trusting = limited(settings, trusted_proxies=["10.0.0.0/8"])
         async with serve(make_app(trusting, limited_routes())) as client:
-            answers = [
-                (
-                    await login(
-                        client,
-                        f"user{n}@example.com",
-                        headers={"X-Forwarded-For": f"198.51.100.{n}, 10.0.0.{n}"},
-                    )
-                ).status_code
-                for n in range(5)
-            ]
+            answers = await forwarded_logins(client, 5, lambda n: f"198.51.100.{n}, 10.0.0.{n}")
 
         assert answers == [200, 200, 200, 429, 429]
 
@@ -353,16 +335,7 @@ class TestClientIp:
         trusting = limited(settings, trusted_proxies=["10.0.0.0/8"])
         app = make_app(trusting, limited_routes())
         async with serve_from(app, "10.0.0.5") as (proxy,):
-            answers = [
-                (
-                    await login(
-                        proxy,
-                        f"user{n}@example.com",
-                        headers={"X-Forwarded-For": f"198.51.100.{n % 2}"},
-                    )
-                ).status_code
-                for n in range(8)
-            ]
+            answers = await forwarded_logins(proxy, 8, lambda n: f"198.51.100.{n % 2}")
 
         # Two clients behind the proxy, three each: the fourth of each is refused.
         assert answers == [200] * 6 + [429] * 2
@@ -394,18 +367,6 @@ class TestReporting:
 
 
 # --- Redis going away ----------------------------------------------------------------------
-
-
-@asynccontextmanager
-async def redis_behind_proxy() -> AsyncIterator[tuple[TcpProxy, str]]:
-    redis_url = redis_server_url()
-    assert redis_url is not None
-    proxy = TcpProxy(*target_of(redis_url, 6379))
-    await proxy.start()
-    try:
-        yield proxy, url_through(redis_url, proxy)
-    finally:
-        await proxy.stop()
 
 
 class TestStoreOutage:
@@ -441,7 +402,9 @@ class TestStoreOutage:
     async def test_cut_and_restored_redis(
         self, make_app: AppFactory, settings: Settings, mode: str, status: int
     ) -> None:
-        async with redis_behind_proxy() as (proxy, url):
+        redis_url = redis_server_url()
+        assert redis_url is not None
+        async with proxied(redis_url, 6379) as (proxy, url):
             through = limited(settings, redis_url=url, rate_limit_fail_mode=mode)
             async with serve(make_app(through, limited_routes())) as client:
                 before = [(await client.post("/token")).status_code for _ in range(2)]

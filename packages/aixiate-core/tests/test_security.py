@@ -13,7 +13,7 @@ from aixiate_core.security import (
     require_role,
 )
 from aixiate_core.settings import Settings
-from aixiate_core.testing import serve
+from aixiate_core.testing import bearer, serve
 from fastapi import APIRouter, Depends, FastAPI, Request
 
 type AppFactory = Callable[..., FastAPI]
@@ -73,10 +73,6 @@ async def client(
     app = make_app(settings, security_routes(), static_state(principal_resolver=resolver))
     async with serve(app) as http:
         yield http
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 class TestGetPrincipal:

@@ -4,6 +4,7 @@ import time
 import pytest
 from aixiate_core.settings import Settings
 from aixiate_core.store import KeyValueStore, MemoryStore, RedisStore, create_store
+from aixiate_core.testing import FakeClock
 
 
 async def eventually_missing(store: KeyValueStore, key: str, *, within: float = 5.0) -> bool:
@@ -15,17 +16,6 @@ async def eventually_missing(store: KeyValueStore, key: str, *, within: float = 
             return True
         await asyncio.sleep(0.02)
     return False
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class TestStore:
@@ -144,7 +134,7 @@ class TestStore:
 
 class TestMemoryStore:
     async def test_expires_at_ttl(self) -> None:
-        clock = FakeClock()
+        clock = FakeClock(1000.0)
         store = MemoryStore(clock=clock)
         await store.set("k", b"v", ttl=10)
 
@@ -157,7 +147,7 @@ class TestMemoryStore:
         assert await store.ttl("k") is None
 
     async def test_expired_key_is_absent_for_set_if_absent(self) -> None:
-        clock = FakeClock()
+        clock = FakeClock(1000.0)
         store = MemoryStore(clock=clock)
         await store.set("k", b"old", ttl=1)
 
@@ -167,7 +157,7 @@ class TestMemoryStore:
         assert await store.get("k") == b"new"
 
     async def test_expired_key_is_not_counted_as_deleted(self) -> None:
-        clock = FakeClock()
+        clock = FakeClock(1000.0)
         store = MemoryStore(clock=clock)
         await store.set("k", b"v", ttl=1)
 
@@ -176,7 +166,7 @@ class TestMemoryStore:
         assert await store.delete("k") == 0
 
     async def test_expired_counter_restarts_with_fresh_ttl(self) -> None:
-        clock = FakeClock()
+        clock = FakeClock(1000.0)
         store = MemoryStore(clock=clock)
         await store.incr("n", 3, ttl=10)
 
@@ -186,7 +176,7 @@ class TestMemoryStore:
         assert await store.ttl("n") == pytest.approx(30)
 
     async def test_counter_keeps_its_first_expiry(self) -> None:
-        clock = FakeClock()
+        clock = FakeClock(1000.0)
         store = MemoryStore(clock=clock)
         await store.incr("n", ttl=10)
 

@@ -2,18 +2,9 @@
 
 from pathlib import Path
 
-from aixiate_core.testing import postgres_server_url, scratch_database
-from sqlalchemy import inspect, make_url, text
+from aixiate_core.testing import postgres_server_url, scratch_database, table_names
+from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
-
-
-async def _tables(url: str) -> list[str]:
-    engine = create_async_engine(url)
-    try:
-        async with engine.connect() as conn:
-            return await conn.run_sync(lambda sync: inspect(sync).get_table_names())
-    finally:
-        await engine.dispose()
 
 
 async def _exists_on_server(server: str, name: str) -> bool:
@@ -32,7 +23,7 @@ class TestScratchDatabase:
     async def test_fresh_empty_and_gone_afterwards(self, tmp_path: Path) -> None:
         async with scratch_database(tmp_path, "aixiate_probe") as url:
             name = make_url(url).database or ""
-            assert await _tables(url) == []
+            assert await table_names(url) == []
             async with scratch_database(tmp_path, "aixiate_probe") as other:
                 assert other != url
 

@@ -7,19 +7,19 @@ rolled-back transaction: the app's session dependency yields the ``session`` fix
 committing (a savepoint) on success and rolling back on error, as the real one does.
 """
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from functools import partial
 
-import httpx
 import pytest
 from aixiate_core.app import API_PREFIX, assemble, static_state
 from aixiate_core.db import STORE_KEY, commit, get_session
-from aixiate_core.email import EmailMessage
 from aixiate_core.email_templates import EmailTemplates
 from aixiate_core.events import DomainEvents
-from aixiate_core.outbox import Outbox, OutboxEmail
+from aixiate_core.outbox import Outbox
 from aixiate_core.settings import Settings
-from aixiate_core.testing import MintedTokens, serve
+from aixiate_core.testing import MintedTokens
+from aixiate_core.testing.mail import Mailbox
 from aixiate_users.emails import EMAILS
 from aixiate_users.events import USER_EVENTS
 from aixiate_users.models import User
@@ -28,16 +28,19 @@ from aixiate_users.router import confirm_email_router
 from aixiate_users.router import router as users_router
 from aixiate_users.settings import UsersSettings
 from aixiate_users.state import UsersState, users_extension
-from aixiate_users.testing import fast_users_settings
+from aixiate_users.testing import (
+    UserFactory,
+    create_user_with_password,
+    fast_passwords,
+    fast_users_settings,
+)
 from fastapi import FastAPI, Request
 from pydantic import SecretStr
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 PUBLIC_URL = "https://app.example.com"
 
 type Login = Callable[[User], dict[str, str]]
-type Mailbox = Callable[[], Awaitable[list[EmailMessage]]]
 
 
 @pytest.fixture
@@ -63,9 +66,14 @@ def users_settings() -> UsersSettings:
 
 @pytest.fixture
 def passwords(users_settings: UsersSettings) -> Iterator[Passwords]:
-    service = Passwords(users_settings)
-    yield service
-    service.shutdown()
+    with fast_passwords(users_settings) as service:
+        yield service
+
+
+@pytest.fixture
+def account(session: AsyncSession, passwords: Passwords) -> UserFactory:
+    """``account(**columns)``: a user whose password is ``PASSWORD``."""
+    return partial(create_user_with_password, session, passwords)
 
 
 @pytest.fixture
@@ -175,18 +183,6 @@ def committing_app(
 
 
 @pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with serve(app) as http:
-        yield http
-
-
-@pytest.fixture
-def mailbox(session: AsyncSession, outbox: Outbox) -> Mailbox:
-    """The emails queued in this test's transaction, oldest first, decrypted."""
-
-    async def read() -> list[EmailMessage]:
-        statement = select(OutboxEmail).order_by(col(OutboxEmail.created_at))
-        rows = (await session.exec(statement)).all()
-        return [outbox.open(row) for row in rows]
-
-    return read
+def mailbox(session: AsyncSession, app_settings: Settings) -> Mailbox:
+    """The emails queued in this test's transaction."""
+    return Mailbox(app_settings, lambda: nullcontext(session))

@@ -7,15 +7,21 @@ from uuid import UUID, uuid4
 import httpx
 import pytest
 from aixiate_audit.models import AuditEvent
+from aixiate_core import testing
 from aixiate_core.db import create_sessionmaker
-from aixiate_core.email import EmailMessage
-from aixiate_core.errors import PROBLEM_CONTENT_TYPE
 from aixiate_core.testing import serve
+from aixiate_core.testing.mail import Mailbox, link_token
 from aixiate_users.events import UserDeactivated, UserDeleted, UserRolesChanged
 from aixiate_users.models import User
 from aixiate_users.passwords import Passwords
 from aixiate_users.repository import UserRepository
-from aixiate_users.testing import create_user
+from aixiate_users.testing import (
+    PASSWORD,
+    USER_FIELDS,
+    UserFactory,
+    audit_events,
+    create_user,
+)
 from fastapi import FastAPI
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -23,21 +29,9 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 type Login = Callable[[User], dict[str, str]]
-type Mailbox = Callable[[], Awaitable[list[EmailMessage]]]
 
 USERS = "/api/v1/users"
-PASSWORD = "correct horse battery staple"
-USER_KEYS = {
-    "id",
-    "email",
-    "full_name",
-    "roles",
-    "is_active",
-    "is_verified",
-    "mfa_enabled",
-    "created_at",
-    "updated_at",
-}
+CONFIRM = "/api/v1/auth/confirm-email"
 NOBODY = str(uuid4())
 
 ADMIN_ROUTES = [
@@ -52,11 +46,8 @@ SELF_ROUTES = [("GET", "/me"), ("PATCH", "/me"), ("POST", "/me/email"), ("DELETE
 
 
 def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM_CONTENT_TYPE
-    body: dict[str, Any] = response.json()
-    assert (body["status"], body["code"]) == (status, code)
-    assert body["request_id"] == response.headers["x-request-id"]
+    """Core's problem checks, and the path the problem is about."""
+    body = testing.assert_problem(response, status, code)
     assert body["instance"] == response.request.url.path
     return body
 
@@ -65,13 +56,40 @@ def error_locs(body: dict[str, Any]) -> set[tuple[Any, ...]]:
     return {tuple(err["loc"]) for err in body["errors"]}
 
 
-async def user_with_password(session: AsyncSession, passwords: Passwords, **overrides: Any) -> User:
-    return await create_user(session, password_hash=await passwords.hash(PASSWORD), **overrides)
+#: ``member(**columns)``: where the tests get their signed-in users.
+type Members = Callable[..., Awaitable[tuple[User, dict[str, str]]]]
 
 
-async def audit_events(session: AsyncSession, event_type: str) -> list[AuditEvent]:
-    statement = select(AuditEvent).where(col(AuditEvent.event_type) == event_type)
-    return list((await session.exec(statement)).all())
+@pytest.fixture
+def member(account: UserFactory, login: Login) -> Members:
+    """``await member(**columns)``: a user whose password is ``PASSWORD``, and bearer
+    headers of theirs (carrying the roles they have now)."""
+
+    async def make(**columns: Any) -> tuple[User, dict[str, str]]:
+        user = await account(**columns)
+        return user, login(user)
+
+    return make
+
+
+@pytest.fixture
+async def admin(session: AsyncSession) -> User:
+    return await create_user(session, roles=["admin"])
+
+
+@pytest.fixture
+def as_admin(admin: User, login: Login) -> dict[str, str]:
+    """Bearer headers of ``admin``."""
+    return login(admin)
+
+
+async def change_email(
+    client: httpx.AsyncClient, headers: dict[str, str], new_email: str, password: str = PASSWORD
+) -> httpx.Response:
+    """Asks for the account's address to become ``new_email``."""
+    return await client.post(
+        f"{USERS}/me/email", json={"new_email": new_email, "password": password}, headers=headers
+    )
 
 
 def assert_refusal(
@@ -85,9 +103,10 @@ def assert_refusal(
     assert event.target_type == ("user" if user_id else None)
 
 
-def link_token(message: EmailMessage) -> str:
-    link = next(word for word in message.text.split() if "token=" in word)
-    return link.split("token=", 1)[1]
+async def delete_me(
+    client: httpx.AsyncClient, headers: dict[str, str], body: dict[str, Any] | None
+) -> httpx.Response:
+    return await client.request("DELETE", f"{USERS}/me", json=body, headers=headers)
 
 
 class TestAuthentication:
@@ -111,33 +130,28 @@ class TestAuthentication:
 
     @pytest.mark.parametrize(("method", "path"), ADMIN_ROUTES)
     async def test_non_admin_is_403_before_anything_else(
-        self,
-        client: httpx.AsyncClient,
-        session: AsyncSession,
-        login: Login,
-        method: str,
-        path: str,
+        self, client: httpx.AsyncClient, member: Members, method: str, path: str
     ) -> None:
-        user = await create_user(session, roles=["support", "admin:read"])
+        _, headers = await member(roles=["support", "admin:read"])
 
-        response = await client.request(method, USERS + path, json={}, headers=login(user))
+        response = await client.request(method, USERS + path, json={}, headers=headers)
 
         assert_problem(response, 403, "forbidden")
 
     async def test_token_of_a_deactivated_user_is_401(
-        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+        self, client: httpx.AsyncClient, member: Members
     ) -> None:
-        user = await create_user(session, is_active=False)
+        _, headers = await member(is_active=False)
 
-        response = await client.get(f"{USERS}/me", headers=login(user))
+        response = await client.get(f"{USERS}/me", headers=headers)
 
         assert_problem(response, 401, "invalid_token")
 
     async def test_token_in_the_query_string_is_ignored(
-        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+        self, client: httpx.AsyncClient, member: Members
     ) -> None:
-        user = await create_user(session)
-        token = login(user)["Authorization"].removeprefix("Bearer ")
+        _, headers = await member()
+        token = headers["Authorization"].removeprefix("Bearer ")
 
         response = await client.get(f"{USERS}/me", params={"access_token": token})
 
@@ -156,7 +170,7 @@ class TestReadMe:
 
         assert response.status_code == 200
         body = response.json()
-        assert set(body) == USER_KEYS
+        assert set(body) == USER_FIELDS
         assert body["id"] == str(user.id)
         assert body["email"] == "me@example.com"
         assert body["roles"] == ["support"]
@@ -166,27 +180,26 @@ class TestReadMe:
 
 class TestUpdateMe:
     async def test_changes_the_name(
-        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+        self, client: httpx.AsyncClient, member: Members, session: AsyncSession
     ) -> None:
-        user = await create_user(session, full_name="Before")
+        user, headers = await member(full_name="Before")
         before = user.updated_at
 
         response = await client.patch(
-            f"{USERS}/me", json={"full_name": "  After  "}, headers=login(user)
+            f"{USERS}/me", json={"full_name": "  After  "}, headers=headers
         )
 
         assert response.status_code == 200, response.text
         assert response.json()["full_name"] == "After"
-        assert set(response.json()) == USER_KEYS
+        assert set(response.json()) == USER_FIELDS
         await session.refresh(user)
         assert user.full_name == "After"
         assert user.updated_at >= before
 
     async def test_null_clears_the_name_and_empty_body_changes_nothing(
-        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+        self, client: httpx.AsyncClient, member: Members
     ) -> None:
-        user = await create_user(session, full_name="Someone")
-        headers = login(user)
+        _, headers = await member(full_name="Someone")
 
         unchanged = await client.patch(f"{USERS}/me", json={}, headers=headers)
         cleared = await client.patch(f"{USERS}/me", json={"full_name": None}, headers=headers)
@@ -205,11 +218,11 @@ class TestUpdateMe:
         ids=["sql", "html", "unicode", "longest"],
     )
     async def test_names_are_stored_as_given(
-        self, client: httpx.AsyncClient, session: AsyncSession, login: Login, name: str
+        self, client: httpx.AsyncClient, member: Members, session: AsyncSession, name: str
     ) -> None:
-        user = await create_user(session)
+        user, headers = await member()
 
-        response = await client.patch(f"{USERS}/me", json={"full_name": name}, headers=login(user))
+        response = await client.patch(f"{USERS}/me", json={"full_name": name}, headers=headers)
 
         assert response.status_code == 200, response.text
         assert response.json()["full_name"] == name
@@ -244,13 +257,13 @@ class TestUpdateMe:
     async def test_bad_input_is_422(
         self,
         client: httpx.AsyncClient,
+        member: Members,
         session: AsyncSession,
-        login: Login,
         body: dict[str, Any],
     ) -> None:
-        user = await create_user(session, full_name="Kept", roles=[])
+        user, headers = await member(full_name="Kept", roles=[])
 
-        response = await client.patch(f"{USERS}/me", json=body, headers=login(user))
+        response = await client.patch(f"{USERS}/me", json=body, headers=headers)
 
         problem = assert_problem(response, 422, "validation_error")
         assert error_locs(problem) == {("body", next(iter(body)))}
@@ -258,15 +271,15 @@ class TestUpdateMe:
         assert (user.full_name, user.roles) == ("Kept", [])
 
     async def test_ten_megabyte_name_is_413(
-        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+        self, client: httpx.AsyncClient, member: Members
     ) -> None:
-        user = await create_user(session)
+        _, headers = await member()
         body = json.dumps({"full_name": "x" * 10_000_000})
 
         response = await client.patch(
             f"{USERS}/me",
             content=body,
-            headers={**login(user), "content-type": "application/json"},
+            headers={**headers, "content-type": "application/json"},
         )
 
         assert_problem(response, 413, "payload_too_large")
@@ -283,17 +296,16 @@ class TestUpdateMe:
     async def test_unreadable_bodies(
         self,
         client: httpx.AsyncClient,
-        session: AsyncSession,
-        login: Login,
+        member: Members,
         content: bytes,
         content_type: str,
         status: int,
         code: str,
     ) -> None:
-        user = await create_user(session)
+        _, headers = await member()
 
         response = await client.patch(
-            f"{USERS}/me", content=content, headers={**login(user), "content-type": content_type}
+            f"{USERS}/me", content=content, headers={**headers, "content-type": content_type}
         )
 
         assert_problem(response, status, code)
@@ -303,71 +315,52 @@ class TestEmailChange:
     async def test_full_flow(
         self,
         client: httpx.AsyncClient,
-        session: AsyncSession,
-        passwords: Passwords,
+        account: UserFactory,
         login: Login,
         mailbox: Mailbox,
         published: list[object],
     ) -> None:
-        user = await user_with_password(session, passwords, email="old@example.com")
-        headers = login(user)
+        headers = login(await account(email="old@example.com"))
 
-        response = await client.post(
-            f"{USERS}/me/email",
-            json={"new_email": "New@Example.com", "password": PASSWORD},
-            headers=headers,
-        )
+        response = await change_email(client, headers, "New@Example.com")
 
         assert response.status_code == 202, response.text
         assert set(response.json()) == {"detail"}
-        messages = {message.to: message for message in await mailbox()}
+        messages = {message.to: message for message in await mailbox.messages()}
         assert set(messages) == {"new@example.com", "old@example.com"}
         assert "n***@e***.com" in messages["old@example.com"].html
         assert (await client.get(f"{USERS}/me", headers=headers)).json()["email"] == (
             "old@example.com"
         )
 
-        token = link_token(messages["new@example.com"])
+        token = link_token(messages["new@example.com"].text)
         assert f'href="https://app.example.com/confirm-email?token={token}"' in (
             messages["new@example.com"].html
         )
-        confirmed = await client.post("/api/v1/auth/confirm-email", json={"token": token})
+        confirmed = await client.post(CONFIRM, json={"token": token})
 
         assert confirmed.status_code == 200, confirmed.text
         assert confirmed.json()["email"] == "new@example.com"
         assert confirmed.json()["is_verified"] is True
-        assert set(confirmed.json()) == USER_KEYS
+        assert set(confirmed.json()) == USER_FIELDS
         me = await client.get(f"{USERS}/me", headers=headers)
         assert me.json()["email"] == "new@example.com"
         assert [type(event).__name__ for event in published] == ["UserEmailChanged"]
-        again = await client.post("/api/v1/auth/confirm-email", json={"token": token})
+        again = await client.post(CONFIRM, json={"token": token})
         assert_problem(again, 400, "invalid_or_expired_token")
 
     async def test_taken_address_answers_the_same_and_warns_its_owner(
-        self,
-        client: httpx.AsyncClient,
-        session: AsyncSession,
-        passwords: Passwords,
-        login: Login,
-        mailbox: Mailbox,
+        self, client: httpx.AsyncClient, member: Members, session: AsyncSession, mailbox: Mailbox
     ) -> None:
-        user = await user_with_password(session, passwords, email="asker@example.com")
-        free_user = await user_with_password(session, passwords, email="other@example.com")
+        _, headers = await member(email="asker@example.com")
+        _, free_user_headers = await member(email="other@example.com")
         await create_user(session, email="owner@example.com", full_name="<b>Owner</b>")
 
-        taken = await client.post(
-            f"{USERS}/me/email",
-            json={"new_email": "owner@example.com", "password": PASSWORD},
-            headers=login(user),
-        )
-        free = await client.post(
-            f"{USERS}/me/email",
-            json={"new_email": "free@example.com", "password": PASSWORD},
-            headers=login(free_user),
-        )
+        taken = await change_email(client, headers, "owner@example.com")
+        free = await change_email(client, free_user_headers, "free@example.com")
 
         assert (taken.status_code, taken.json()) == (free.status_code, free.json())
-        messages = await mailbox()
+        messages = await mailbox.messages()
         [notice] = [m for m in messages if m.to == "owner@example.com"]
         assert notice.tags == {"template": "email_change_taken"}
         assert "token=" not in notice.text
@@ -378,66 +371,38 @@ class TestEmailChange:
         assert asker_notice.tags == {"template": "email_change_notice"}
 
     async def test_names_are_escaped_in_the_html_email(
-        self,
-        client: httpx.AsyncClient,
-        session: AsyncSession,
-        passwords: Passwords,
-        login: Login,
-        mailbox: Mailbox,
+        self, client: httpx.AsyncClient, member: Members, mailbox: Mailbox
     ) -> None:
         name = "<img src=x onerror=alert(1)>"
-        user = await user_with_password(session, passwords, full_name=name)
+        _, headers = await member(full_name=name)
 
-        response = await client.post(
-            f"{USERS}/me/email",
-            json={"new_email": "escaped@example.com", "password": PASSWORD},
-            headers=login(user),
-        )
+        response = await change_email(client, headers, "escaped@example.com")
 
         assert response.status_code == 202
-        for message in await mailbox():
+        for message in await mailbox.messages():
             assert name not in message.html
             assert "&lt;img src=x onerror=alert(1)&gt;" in message.html
             assert name in message.text
 
     async def test_wrong_password_is_403_and_sends_nothing(
-        self,
-        client: httpx.AsyncClient,
-        session: AsyncSession,
-        passwords: Passwords,
-        login: Login,
-        mailbox: Mailbox,
+        self, client: httpx.AsyncClient, member: Members, session: AsyncSession, mailbox: Mailbox
     ) -> None:
-        user = await user_with_password(session, passwords)
+        user, headers = await member()
         user_id = user.id
 
-        response = await client.post(
-            f"{USERS}/me/email",
-            json={"new_email": "new@example.com", "password": "wrong password!"},
-            headers=login(user),
-        )
+        response = await change_email(client, headers, "new@example.com", "wrong password!")
 
         assert_problem(response, 403, "invalid_password")
-        assert await mailbox() == []
+        assert await mailbox.messages() == []
         # Committed on its own: it outlives the request's rollback.
         [event] = await audit_events(session, "user.email.change_request.failed")
         assert_refusal(event, response, user_id, "bad_password")
         assert "wrong password!" not in json.dumps(event.data)
 
-    async def test_current_address_is_400(
-        self,
-        client: httpx.AsyncClient,
-        session: AsyncSession,
-        passwords: Passwords,
-        login: Login,
-    ) -> None:
-        user = await user_with_password(session, passwords, email="same@example.com")
+    async def test_current_address_is_400(self, client: httpx.AsyncClient, member: Members) -> None:
+        _, headers = await member(email="same@example.com")
 
-        response = await client.post(
-            f"{USERS}/me/email",
-            json={"new_email": "SAME@example.com", "password": PASSWORD},
-            headers=login(user),
-        )
+        response = await change_email(client, headers, "SAME@example.com")
 
         assert_problem(response, 400, "email_unchanged")
 
@@ -468,30 +433,21 @@ class TestEmailChange:
         ],
     )
     async def test_bad_input_is_422(
-        self,
-        client: httpx.AsyncClient,
-        session: AsyncSession,
-        login: Login,
-        body: dict[str, Any],
-        loc: tuple[str, ...],
+        self, client: httpx.AsyncClient, member: Members, body: dict[str, Any], loc: tuple[str, ...]
     ) -> None:
-        user = await create_user(session)
+        _, headers = await member()
 
-        response = await client.post(f"{USERS}/me/email", json=body, headers=login(user))
+        response = await client.post(f"{USERS}/me/email", json=body, headers=headers)
 
         assert loc in error_locs(assert_problem(response, 422, "validation_error"))
 
     async def test_overlong_password_is_not_echoed(
-        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+        self, client: httpx.AsyncClient, member: Members
     ) -> None:
-        user = await create_user(session)
+        _, headers = await member()
         secret = "s3cret-" * 150  # over the 1024-character input cap
 
-        response = await client.post(
-            f"{USERS}/me/email",
-            json={"new_email": "new@example.com", "password": secret},
-            headers=login(user),
-        )
+        response = await change_email(client, headers, "new@example.com", secret)
 
         assert_problem(response, 422, "validation_error")
         assert secret not in response.text
@@ -499,33 +455,24 @@ class TestEmailChange:
     async def test_unknown_token_is_400(
         self, client: httpx.AsyncClient, session: AsyncSession
     ) -> None:
-        response = await client.post("/api/v1/auth/confirm-email", json={"token": "nope"})
+        response = await client.post(CONFIRM, json={"token": "nope"})
 
         assert_problem(response, 400, "invalid_or_expired_token")
         [event] = await audit_events(session, "user.email.change.failed")
         assert_refusal(event, response, None, "unknown_token")
 
     async def test_used_token_is_400_and_audited_against_its_owner(
-        self,
-        client: httpx.AsyncClient,
-        session: AsyncSession,
-        passwords: Passwords,
-        login: Login,
-        mailbox: Mailbox,
+        self, client: httpx.AsyncClient, member: Members, session: AsyncSession, mailbox: Mailbox
     ) -> None:
-        user = await user_with_password(session, passwords)
+        user, headers = await member()
         user_id = user.id
-        await client.post(
-            f"{USERS}/me/email",
-            json={"new_email": "twice@example.com", "password": PASSWORD},
-            headers=login(user),
-        )
-        [confirm] = [m for m in await mailbox() if m.to == "twice@example.com"]
-        token = link_token(confirm)
-        assert (await client.post("/api/v1/auth/confirm-email", json={"token": token})).is_success
-        unknown = await client.post("/api/v1/auth/confirm-email", json={"token": "nope"})
+        await change_email(client, headers, "twice@example.com")
+        (confirm,) = await mailbox.to("twice@example.com")
+        token = confirm.token
+        assert (await client.post(CONFIRM, json={"token": token})).is_success
+        unknown = await client.post(CONFIRM, json={"token": "nope"})
 
-        again = await client.post("/api/v1/auth/confirm-email", json={"token": token})
+        again = await client.post(CONFIRM, json={"token": token})
 
         # The same answer as for a token that never existed.
         assert_problem(again, 400, "invalid_or_expired_token")
@@ -539,25 +486,15 @@ class TestEmailChange:
         assert token not in json.dumps(event.model_dump(mode="json"))
 
     async def test_address_taken_before_the_click_is_409(
-        self,
-        client: httpx.AsyncClient,
-        session: AsyncSession,
-        passwords: Passwords,
-        login: Login,
-        mailbox: Mailbox,
+        self, client: httpx.AsyncClient, member: Members, session: AsyncSession, mailbox: Mailbox
     ) -> None:
-        user = await user_with_password(session, passwords, email="slow@example.com")
-        await client.post(
-            f"{USERS}/me/email",
-            json={"new_email": "contested@example.com", "password": PASSWORD},
-            headers=login(user),
-        )
-        [confirm] = [m for m in await mailbox() if m.to == "contested@example.com"]
+        user, headers = await member(email="slow@example.com")
+        await change_email(client, headers, "contested@example.com")
+        (confirm,) = await mailbox.to("contested@example.com")
+        token = confirm.token
         await create_user(session, email="contested@example.com")
 
-        response = await client.post(
-            "/api/v1/auth/confirm-email", json={"token": link_token(confirm)}
-        )
+        response = await client.post(CONFIRM, json={"token": token})
 
         assert_problem(response, 409, "email_taken")
         await session.refresh(user)
@@ -568,18 +505,15 @@ class TestDeleteMe:
     async def test_deletes_the_account_and_keeps_its_audit_trail(
         self,
         client: httpx.AsyncClient,
+        member: Members,
         session: AsyncSession,
-        passwords: Passwords,
-        login: Login,
+        account: UserFactory,
         published: list[object],
     ) -> None:
-        user = await user_with_password(session, passwords)
+        user, headers = await member()
         user_id = user.id
-        headers = login(user)
 
-        response = await client.request(
-            "DELETE", f"{USERS}/me", json={"password": PASSWORD}, headers=headers
-        )
+        response = await delete_me(client, headers, {"password": PASSWORD})
 
         assert response.status_code == 204, response.text
         assert response.content == b""
@@ -595,17 +529,14 @@ class TestDeleteMe:
     async def test_wrong_password_is_403_and_keeps_the_account(
         self,
         client: httpx.AsyncClient,
+        member: Members,
         session: AsyncSession,
-        passwords: Passwords,
-        login: Login,
         published: list[object],
     ) -> None:
-        user = await user_with_password(session, passwords)
+        user, headers = await member()
         user_id = user.id
 
-        response = await client.request(
-            "DELETE", f"{USERS}/me", json={"password": "guess guess guess"}, headers=login(user)
-        )
+        response = await delete_me(client, headers, {"password": "guess guess guess"})
 
         assert_problem(response, 403, "invalid_password")
         assert published == []
@@ -620,14 +551,13 @@ class TestDeleteMe:
     async def test_bad_input_is_422(
         self,
         client: httpx.AsyncClient,
+        member: Members,
         session: AsyncSession,
-        passwords: Passwords,
-        login: Login,
         body: dict[str, Any] | None,
     ) -> None:
-        user = await user_with_password(session, passwords)
+        user, headers = await member()
 
-        response = await client.request("DELETE", f"{USERS}/me", json=body, headers=login(user))
+        response = await delete_me(client, headers, body)
 
         if body is None:  # no body, no content type: core asks for JSON
             assert_problem(response, 415, "unsupported_media_type")
@@ -638,25 +568,23 @@ class TestDeleteMe:
 
 class TestAdminList:
     async def test_pages_through_every_matching_user_once(
-        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+        self, client: httpx.AsyncClient, as_admin: dict[str, str], session: AsyncSession
     ) -> None:
-        admin = await create_user(session, roles=["admin"])
         tag = uuid4().hex[:8]
         created = {
             str((await create_user(session, email=f"{tag}-{i}@example.com", roles=["ops"])).id)
             for i in range(5)
         }
         await create_user(session, email=f"{tag}-x@example.com", roles=["ops"], is_active=False)
-        headers = login(admin)
 
         seen: list[str] = []
         params: dict[str, str | int] = {"q": tag, "role": "ops", "is_active": "true", "limit": 2}
         for _ in range(10):
-            response = await client.get(f"{USERS}/", params=params, headers=headers)
+            response = await client.get(f"{USERS}/", params=params, headers=as_admin)
             assert response.status_code == 200, response.text
             body = response.json()
             assert set(body) == {"items", "next_cursor"}
-            assert all(set(item) == USER_KEYS for item in body["items"])
+            assert all(set(item) == USER_FIELDS for item in body["items"])
             seen += [item["id"] for item in body["items"]]
             if body["next_cursor"] is None:
                 break
@@ -666,11 +594,9 @@ class TestAdminList:
         assert set(seen) == created
 
     async def test_default_limit_and_no_trailing_slash(
-        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+        self, client: httpx.AsyncClient, as_admin: dict[str, str], admin: User
     ) -> None:
-        admin = await create_user(session, roles=["admin"])
-
-        response = await client.get(USERS, headers=login(admin))
+        response = await client.get(USERS, headers=as_admin)
 
         assert response.status_code == 200, response.text
         assert str(admin.id) in [item["id"] for item in response.json()["items"]]
@@ -692,13 +618,12 @@ class TestAdminList:
         assert [item["id"] for item in response.json()["items"]] == [str(literal.id)]
 
     async def test_role_filter(
-        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+        self, client: httpx.AsyncClient, as_admin: dict[str, str], session: AsyncSession
     ) -> None:
-        admin = await create_user(session, roles=["admin"])
         auditor = await create_user(session, roles=["auditor", "ops"])
         await create_user(session, roles=["auditor:read"])
 
-        response = await client.get(f"{USERS}/", params={"role": "auditor"}, headers=login(admin))
+        response = await client.get(f"{USERS}/", params={"role": "auditor"}, headers=as_admin)
 
         assert [item["id"] for item in response.json()["items"]] == [str(auditor.id)]
 
@@ -716,35 +641,24 @@ class TestAdminList:
         ],
     )
     async def test_bad_query_is_422(
-        self,
-        client: httpx.AsyncClient,
-        session: AsyncSession,
-        login: Login,
-        params: dict[str, Any],
-        loc: str,
+        self, client: httpx.AsyncClient, as_admin: dict[str, str], params: dict[str, Any], loc: str
     ) -> None:
-        admin = await create_user(session, roles=["admin"])
-
-        response = await client.get(f"{USERS}/", params=params, headers=login(admin))
+        response = await client.get(f"{USERS}/", params=params, headers=as_admin)
 
         assert error_locs(assert_problem(response, 422, "validation_error")) == {("query", loc)}
 
     @pytest.mark.parametrize("cursor", ["garbage", "e30", "eyJjIjogMX0", "W10"])
     async def test_malformed_cursor_is_400(
-        self, client: httpx.AsyncClient, session: AsyncSession, login: Login, cursor: str
+        self, client: httpx.AsyncClient, as_admin: dict[str, str], cursor: str
     ) -> None:
-        admin = await create_user(session, roles=["admin"])
-
-        response = await client.get(f"{USERS}/", params={"cursor": cursor}, headers=login(admin))
+        response = await client.get(f"{USERS}/", params={"cursor": cursor}, headers=as_admin)
 
         assert_problem(response, 400, "invalid_cursor")
 
     async def test_limit_200_is_allowed(
-        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+        self, client: httpx.AsyncClient, as_admin: dict[str, str]
     ) -> None:
-        admin = await create_user(session, roles=["admin"])
-
-        response = await client.get(f"{USERS}/", params={"limit": 200}, headers=login(admin))
+        response = await client.get(f"{USERS}/", params={"limit": 200}, headers=as_admin)
 
         assert response.status_code == 200
 
@@ -753,12 +667,11 @@ class TestAdminCreate:
     async def test_creates_a_user(
         self,
         client: httpx.AsyncClient,
+        as_admin: dict[str, str],
+        admin: User,
         session: AsyncSession,
-        login: Login,
         passwords: Passwords,
     ) -> None:
-        admin = await create_user(session, roles=["admin"])
-
         response = await client.post(
             f"{USERS}/",
             json={
@@ -768,12 +681,12 @@ class TestAdminCreate:
                 "roles": ["ops", "ops"],
                 "is_verified": True,
             },
-            headers=login(admin),
+            headers=as_admin,
         )
 
         assert response.status_code == 201, response.text
         body = response.json()
-        assert set(body) == USER_KEYS
+        assert set(body) == USER_FIELDS
         assert (body["email"], body["roles"], body["is_verified"], body["is_active"]) == (
             "fresh@example.com",
             ["ops"],
@@ -792,12 +705,10 @@ class TestAdminCreate:
         )
 
     async def test_minimal_body_and_no_trailing_slash(
-        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+        self, client: httpx.AsyncClient, as_admin: dict[str, str]
     ) -> None:
-        admin = await create_user(session, roles=["admin"])
-
         response = await client.post(
-            USERS, json={"email": "min@example.com", "password": PASSWORD}, headers=login(admin)
+            USERS, json={"email": "min@example.com", "password": PASSWORD}, headers=as_admin
         )
 
         assert response.status_code == 201, response.text
@@ -805,28 +716,25 @@ class TestAdminCreate:
         assert (body["full_name"], body["roles"], body["is_verified"]) == (None, [], False)
 
     async def test_existing_address_is_409(
-        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+        self, client: httpx.AsyncClient, as_admin: dict[str, str], session: AsyncSession
     ) -> None:
-        admin = await create_user(session, roles=["admin"])
         await create_user(session, email="dupe@example.com")
 
         response = await client.post(
             f"{USERS}/",
             json={"email": "DUPE@example.com", "password": PASSWORD},
-            headers=login(admin),
+            headers=as_admin,
         )
 
         assert_problem(response, 409, "email_taken")
 
     async def test_weak_password_is_422_with_the_reason(
-        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+        self, client: httpx.AsyncClient, as_admin: dict[str, str]
     ) -> None:
-        admin = await create_user(session, roles=["admin"])
-
         response = await client.post(
             f"{USERS}/",
             json={"email": "weak@example.com", "password": "short"},
-            headers=login(admin),
+            headers=as_admin,
         )
 
         body = assert_problem(response, 422, "weak_password")
@@ -858,14 +766,11 @@ class TestAdminCreate:
     async def test_bad_input_is_422(
         self,
         client: httpx.AsyncClient,
-        session: AsyncSession,
-        login: Login,
+        as_admin: dict[str, str],
         body: dict[str, Any],
         loc: tuple[str, ...] | None,
     ) -> None:
-        admin = await create_user(session, roles=["admin"])
-
-        response = await client.post(f"{USERS}/", json=body, headers=login(admin))
+        response = await client.post(f"{USERS}/", json=body, headers=as_admin)
 
         problem = assert_problem(response, 422, "validation_error")
         if loc is not None:
@@ -874,15 +779,14 @@ class TestAdminCreate:
 
 class TestAdminReadUpdateDelete:
     async def test_read(
-        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+        self, client: httpx.AsyncClient, as_admin: dict[str, str], session: AsyncSession
     ) -> None:
-        admin = await create_user(session, roles=["admin"])
         user = await create_user(session, password_hash="scrypt$salt$hash")
 
-        response = await client.get(f"{USERS}/{user.id}", headers=login(admin))
+        response = await client.get(f"{USERS}/{user.id}", headers=as_admin)
 
         assert response.status_code == 200
-        assert set(response.json()) == USER_KEYS
+        assert set(response.json()) == USER_FIELDS
         assert response.json()["id"] == str(user.id)
 
     @pytest.mark.parametrize(
@@ -894,25 +798,16 @@ class TestAdminReadUpdateDelete:
         ],
     )
     async def test_unknown_id_is_404(
-        self,
-        client: httpx.AsyncClient,
-        session: AsyncSession,
-        login: Login,
-        method: str,
-        path: str,
+        self, client: httpx.AsyncClient, as_admin: dict[str, str], method: str, path: str
     ) -> None:
-        admin = await create_user(session, roles=["admin"])
-
-        response = await client.request(method, USERS + path, json={}, headers=login(admin))
+        response = await client.request(method, USERS + path, json={}, headers=as_admin)
 
         assert_problem(response, 404, "not_found")
 
     async def test_malformed_id_is_422(
-        self, client: httpx.AsyncClient, session: AsyncSession, login: Login
+        self, client: httpx.AsyncClient, as_admin: dict[str, str]
     ) -> None:
-        admin = await create_user(session, roles=["admin"])
-
-        response = await client.get(f"{USERS}/not-a-uuid", headers=login(admin))
+        response = await client.get(f"{USERS}/not-a-uuid", headers=as_admin)
 
         body = assert_problem(response, 422, "validation_error")
         assert error_locs(body) == {("path", "user_id")}
@@ -920,17 +815,17 @@ class TestAdminReadUpdateDelete:
     async def test_update(
         self,
         client: httpx.AsyncClient,
+        as_admin: dict[str, str],
+        admin: User,
         session: AsyncSession,
-        login: Login,
         published: list[object],
     ) -> None:
-        admin = await create_user(session, roles=["admin"])
         user = await create_user(session, roles=["ops"], is_verified=False)
 
         response = await client.patch(
             f"{USERS}/{user.id}",
             json={"roles": ["ops", "admin"], "is_active": False, "is_verified": True},
-            headers=login(admin),
+            headers=as_admin,
         )
 
         assert response.status_code == 200, response.text
@@ -962,14 +857,13 @@ class TestAdminReadUpdateDelete:
     async def test_bad_update_is_422(
         self,
         client: httpx.AsyncClient,
+        as_admin: dict[str, str],
         session: AsyncSession,
-        login: Login,
         body: dict[str, Any],
     ) -> None:
-        admin = await create_user(session, roles=["admin"])
         user = await create_user(session)
 
-        response = await client.patch(f"{USERS}/{user.id}", json=body, headers=login(admin))
+        response = await client.patch(f"{USERS}/{user.id}", json=body, headers=as_admin)
 
         assert_problem(response, 422, "validation_error")
 
@@ -1003,21 +897,20 @@ class TestAdminReadUpdateDelete:
     async def test_delete(
         self,
         client: httpx.AsyncClient,
+        as_admin: dict[str, str],
+        admin: User,
         session: AsyncSession,
-        login: Login,
         published: list[object],
     ) -> None:
-        admin = await create_user(session, roles=["admin"])
         admin_id = admin.id
         user = await create_user(session)
         user_id = user.id
-        headers = login(admin)
 
-        response = await client.delete(f"{USERS}/{user_id}", headers=headers)
+        response = await client.delete(f"{USERS}/{user_id}", headers=as_admin)
 
         assert response.status_code == 204
         assert published == [UserDeleted(user_id=user_id)]
-        assert_problem(await client.get(f"{USERS}/{user_id}", headers=headers), 404, "not_found")
+        assert_problem(await client.get(f"{USERS}/{user_id}", headers=as_admin), 404, "not_found")
         [event] = await audit_events(session, "admin.user.deleted")
         assert (event.actor_id, event.target_type, event.target_id) == (
             admin_id,

@@ -1,4 +1,4 @@
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -12,6 +12,7 @@ from aixiate_core.events import DomainEvents
 from aixiate_core.outbox import Outbox, OutboxEmail
 from aixiate_core.pagination import Cursor
 from aixiate_core.security import Principal
+from aixiate_core.testing.mail import link_token
 from aixiate_users import action_tokens as tokens
 from aixiate_users import service as users_service
 from aixiate_users.action_tokens import TokenPurpose
@@ -42,17 +43,10 @@ from aixiate_users.schemas import (
     UserUpdate,
 )
 from aixiate_users.settings import UsersSettings
-from aixiate_users.testing import create_user
+from aixiate_users.testing import PASSWORD, UserFactory, audit_events, create_user
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
-
-PASSWORD = "correct horse battery staple"
-
-
-async def audit_events(session: AsyncSession, event_type: str) -> list[AuditEvent]:
-    statement = select(AuditEvent).where(col(AuditEvent.event_type) == event_type)
-    return list((await session.exec(statement)).all())
 
 
 def own_sessions(session: AsyncSession) -> async_sessionmaker[AsyncSession]:
@@ -88,23 +82,28 @@ def _test_started() -> Iterator[None]:
     _started.pop()
 
 
-async def queued(session: AsyncSession, outbox: Outbox) -> list[EmailMessage]:
-    statement = select(OutboxEmail).where(col(OutboxEmail.created_at) >= _started[-1])
-    rows = (await session.exec(statement)).all()
-    return [outbox.open(row) for row in rows]
+type Queued = Callable[[], Awaitable[list[EmailMessage]]]
 
 
-async def user_with_password(session: AsyncSession, passwords: Passwords, **overrides: Any) -> User:
-    return await create_user(session, password_hash=await passwords.hash(PASSWORD), **overrides)
+@pytest.fixture
+def queued(session: AsyncSession, outbox: Outbox) -> Queued:
+    """``await queued()``: the emails this test queued, opened."""
+
+    async def read() -> list[EmailMessage]:
+        statement = select(OutboxEmail).where(col(OutboxEmail.created_at) >= _started[-1])
+        rows = (await session.exec(statement)).all()
+        return [outbox.open(row) for row in rows]
+
+    return read
 
 
 def admin_principal(user: User) -> Principal:
     return Principal(user_id=user.id, session_id=uuid4(), roles=frozenset(user.roles))
 
 
-def token_from(message: EmailMessage) -> str:
-    link = next(word for word in message.text.split() if "token=" in word)
-    return link.split("token=", 1)[1]
+def about_user(event: AuditEvent) -> tuple[UUID | None, str | None, str | None]:
+    """Who acted on which target: ``(actor_id, target_type, target_id)``."""
+    return event.actor_id, event.target_type, event.target_id
 
 
 class TestUpdateMe:
@@ -134,17 +133,22 @@ class TestUpdateMe:
         assert user.full_name is None
 
 
-class TestRequestEmailChange:
+type ChangeEmail = Callable[..., Awaitable[None]]
+
+
+@pytest.fixture
+def change_email(
+    session: AsyncSession, passwords: Passwords, outbox: Outbox, users_settings: UsersSettings
+) -> ChangeEmail:
+    """``change_email(user, new_email, password=PASSWORD, settings=users_settings)``: the
+    service's email change request, as the route makes it."""
+
     async def request(
-        self,
-        session: AsyncSession,
         user: User,
         new_email: str,
         *,
-        passwords: Passwords,
-        outbox: Outbox,
-        users_settings: UsersSettings,
         password: str = PASSWORD,
+        settings: UsersSettings = users_settings,
     ) -> None:
         await users_service.request_email_change(
             session,
@@ -152,29 +156,22 @@ class TestRequestEmailChange:
             EmailChangeRequest(new_email=new_email, password=password),
             passwords=passwords,
             outbox=outbox,
-            settings=users_settings,
+            settings=settings,
             sessionmaker=own_sessions(session),
         )
 
+    return request
+
+
+class TestRequestEmailChange:
     async def test_free_address_gets_a_link_and_the_old_one_a_notice(
-        self,
-        session: AsyncSession,
-        passwords: Passwords,
-        outbox: Outbox,
-        users_settings: UsersSettings,
+        self, session: AsyncSession, account: UserFactory, queued: Queued, change_email: ChangeEmail
     ) -> None:
-        user = await user_with_password(session, passwords, email="old@example.com")
+        user = await account(email="old@example.com")
 
-        await self.request(
-            session,
-            user,
-            "New.Address@Example.com",
-            passwords=passwords,
-            outbox=outbox,
-            users_settings=users_settings,
-        )
+        await change_email(user, "New.Address@Example.com")
 
-        messages = {message.to: message for message in await queued(session, outbox)}
+        messages = {message.to: message for message in await queued()}
         assert set(messages) == {"new.address@example.com", "old@example.com"}
         confirm = messages["new.address@example.com"]
         assert confirm.tags == {"template": "email_change_confirm"}
@@ -185,158 +182,90 @@ class TestRequestEmailChange:
         assert "n***@e***.com" in notice.text
         assert "new.address@example.com" not in notice.text
         assert user.email == "old@example.com"  # nothing changes before the click
-        [token] = (
-            await session.exec(select(ActionToken).where(col(ActionToken.user_id) == user.id))
-        ).all()
+        [token] = await tokens_of(session, user)
         assert token.purpose == TokenPurpose.CHANGE_EMAIL
         assert token.data == {"new_email": "new.address@example.com"}
-        assert token.token_hash != token_from(confirm)
+        assert token.token_hash != link_token(confirm.text)
         assert abs(token.expires_at - (utc_now() + timedelta(days=1))) < timedelta(minutes=1)
         [event] = await audit_events(session, "user.email.change_requested")
         assert event.actor_id == user.id
         assert event.target_id == str(user.id)
 
     async def test_link_lifetime_follows_the_setting(
-        self, session: AsyncSession, passwords: Passwords, outbox: Outbox
+        self, session: AsyncSession, account: UserFactory, queued: Queued, change_email: ChangeEmail
     ) -> None:
-        user = await user_with_password(session, passwords)
+        user = await account()
         short = UsersSettings(email_verification_ttl_seconds=2 * 3600, _env_file=None)
 
-        await self.request(
-            session,
-            user,
-            "elsewhere@example.com",
-            passwords=passwords,
-            outbox=outbox,
-            users_settings=short,
-        )
+        await change_email(user, "elsewhere@example.com", settings=short)
 
-        [token] = (
-            await session.exec(select(ActionToken).where(col(ActionToken.user_id) == user.id))
-        ).all()
+        [token] = await tokens_of(session, user)
         assert abs(token.expires_at - (utc_now() + timedelta(hours=2))) < timedelta(minutes=1)
-        confirm = next(m for m in await queued(session, outbox) if m.to == "elsewhere@example.com")
+        confirm = next(m for m in await queued() if m.to == "elsewhere@example.com")
         assert "2 hours" in confirm.text
 
     async def test_taken_address_gets_a_notice_and_no_link(
-        self,
-        session: AsyncSession,
-        passwords: Passwords,
-        outbox: Outbox,
-        users_settings: UsersSettings,
+        self, session: AsyncSession, account: UserFactory, queued: Queued, change_email: ChangeEmail
     ) -> None:
-        user = await user_with_password(session, passwords, email="mine@example.com")
+        user = await account(email="mine@example.com")
         await create_user(session, email="taken@example.com", full_name="Owner")
 
-        await self.request(
-            session,
-            user,
-            "TAKEN@example.com",
-            passwords=passwords,
-            outbox=outbox,
-            users_settings=users_settings,
-        )
+        await change_email(user, "TAKEN@example.com")
 
-        messages = {message.to: message for message in await queued(session, outbox)}
+        messages = {message.to: message for message in await queued()}
         assert set(messages) == {"taken@example.com", "mine@example.com"}
         assert messages["taken@example.com"].tags == {"template": "email_change_taken"}
         assert "Hello Owner" in messages["taken@example.com"].text
         assert "token=" not in messages["taken@example.com"].text
         # The requester's own mailbox sees exactly what a free address would show.
         assert messages["mine@example.com"].tags == {"template": "email_change_notice"}
-        assert (
-            await session.exec(select(ActionToken).where(col(ActionToken.user_id) == user.id))
-        ).all() == []
+        assert await tokens_of(session, user) == []
 
     async def test_wrong_password_is_refused(
-        self,
-        session: AsyncSession,
-        passwords: Passwords,
-        outbox: Outbox,
-        users_settings: UsersSettings,
+        self, session: AsyncSession, account: UserFactory, queued: Queued, change_email: ChangeEmail
     ) -> None:
-        user = await user_with_password(session, passwords)
+        user = await account()
         user_id = user.id
         await session.commit()  # as a request finds it: the refusal rolls back its own work
 
         with pytest.raises(InvalidPassword):
-            await self.request(
-                session,
-                user,
-                "new@example.com",
-                passwords=passwords,
-                outbox=outbox,
-                users_settings=users_settings,
-                password="not the password",
-            )
+            await change_email(user, "new@example.com", password="not the password")
 
-        assert await queued(session, outbox) == []
+        assert await queued() == []
         assert await audit_events(session, "user.email.change_requested") == []
         [event] = await audit_events(session, "user.email.change_request.failed")
-        assert (event.actor_id, event.target_type, event.target_id) == (
-            user_id,
-            "user",
-            str(user_id),
-        )
+        assert about_user(event) == (user_id, "user", str(user_id))
         assert (event.success, event.reason, event.data) == (False, "bad_password", {})
 
-    async def test_account_without_password_is_refused(
+    @pytest.mark.parametrize(
+        ("columns", "address", "refusal"),
+        [
+            ({"password_hash": None}, "new@example.com", InvalidPassword),
+            ({"email": "same@example.com"}, "Same@Example.com", EmailUnchanged),
+        ],
+        ids=["account_without_password", "current_address"],
+    )
+    async def test_is_refused(
         self,
-        session: AsyncSession,
-        passwords: Passwords,
-        outbox: Outbox,
-        users_settings: UsersSettings,
+        account: UserFactory,
+        change_email: ChangeEmail,
+        columns: dict[str, Any],
+        address: str,
+        refusal: type[Exception],
     ) -> None:
-        user = await create_user(session, password_hash=None)
+        user = await account(**columns)
 
-        with pytest.raises(InvalidPassword):
-            await self.request(
-                session,
-                user,
-                "new@example.com",
-                passwords=passwords,
-                outbox=outbox,
-                users_settings=users_settings,
-            )
-
-    async def test_current_address_is_refused(
-        self,
-        session: AsyncSession,
-        passwords: Passwords,
-        outbox: Outbox,
-        users_settings: UsersSettings,
-    ) -> None:
-        user = await user_with_password(session, passwords, email="same@example.com")
-
-        with pytest.raises(EmailUnchanged):
-            await self.request(
-                session,
-                user,
-                "Same@Example.com",
-                passwords=passwords,
-                outbox=outbox,
-                users_settings=users_settings,
-            )
+        with pytest.raises(refusal):
+            await change_email(user, address)
 
     async def test_outdated_hash_is_upgraded(
-        self,
-        session: AsyncSession,
-        passwords: Passwords,
-        outbox: Outbox,
-        users_settings: UsersSettings,
+        self, session: AsyncSession, passwords: Passwords, change_email: ChangeEmail
     ) -> None:
         # bcrypt: a legacy scheme, accepted once and upgraded to argon2id.
         legacy = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
         user = await create_user(session, password_hash=legacy)
 
-        await self.request(
-            session,
-            user,
-            "upgraded@example.com",
-            passwords=passwords,
-            outbox=outbox,
-            users_settings=users_settings,
-        )
+        await change_email(user, "upgraded@example.com")
 
         assert user.password_hash is not None
         assert user.password_hash.startswith("$argon2id$")
@@ -365,11 +294,7 @@ class TestConfirmEmailChange:
         assert (user.email, user.is_verified) == ("after@example.com", True)
         assert published == [UserEmailChanged(user_id=user.id)]
         [event] = await audit_events(session, "user.email.changed")
-        assert (event.actor_id, event.target_type, event.target_id) == (
-            user.id,
-            "user",
-            str(user.id),
-        )
+        assert about_user(event) == (user.id, "user", str(user.id))
         assert event.data == {"old_email": "b***@e***.com", "new_email": "a***@e***.com"}
 
     async def refusals(self, session: AsyncSession) -> list[tuple[UUID | None, str | None]]:
@@ -516,9 +441,9 @@ async def _never_found(_self: UserRepository, _email: str) -> None:
 
 class TestDeleteMe:
     async def test_deletes_after_telling_subscribers(
-        self, session: AsyncSession, passwords: Passwords
+        self, session: AsyncSession, passwords: Passwords, account: UserFactory
     ) -> None:
-        user = await user_with_password(session, passwords)
+        user = await account()
         user_id = user.id
         await tokens.issue(
             session, user_id=user_id, purpose=TokenPurpose.VERIFY_EMAIL, ttl=timedelta(hours=1)
@@ -550,16 +475,16 @@ class TestDeleteMe:
         )
         assert remaining.all() == []
         [event] = await audit_events(session, "user.deleted")
-        assert (event.actor_id, event.target_type, event.target_id) == (
-            user_id,
-            "user",
-            str(user_id),
-        )
+        assert about_user(event) == (user_id, "user", str(user_id))
 
     async def test_wrong_password_deletes_nothing(
-        self, session: AsyncSession, passwords: Passwords, events: DomainEvents
+        self,
+        session: AsyncSession,
+        passwords: Passwords,
+        account: UserFactory,
+        events: DomainEvents,
     ) -> None:
-        user = await user_with_password(session, passwords)
+        user = await account()
         user_id = user.id
         await session.commit()  # as a request finds it: the refusal rolls back its own work
 
@@ -576,12 +501,17 @@ class TestDeleteMe:
         assert await session.get(User, user_id) is not None
         assert await audit_events(session, "user.deleted") == []
         [event] = await audit_events(session, "user.delete.failed")
-        assert (event.actor_id, event.target_type, event.target_id) == (
-            user_id,
-            "user",
-            str(user_id),
-        )
+        assert about_user(event) == (user_id, "user", str(user_id))
         assert (event.success, event.reason) == (False, "bad_password")
+
+
+async def admin_creates(
+    session: AsyncSession, passwords: Passwords, admin: User, **body: Any
+) -> User:
+    """``admin`` creates a user through the service, from an ``AdminUserCreate`` of ``body``."""
+    return await users_service.create_user(
+        session, AdminUserCreate(**body), admin=admin_principal(admin), passwords=passwords
+    )
 
 
 class TestAdminCreate:
@@ -590,17 +520,15 @@ class TestAdminCreate:
     ) -> None:
         admin = await create_user(session, roles=["admin"])
 
-        user = await users_service.create_user(
+        user = await admin_creates(
             session,
-            AdminUserCreate(
-                email="Created@Example.com",
-                password=PASSWORD,
-                full_name="Created",
-                roles=["support", "support", "billing:read"],
-                is_verified=True,
-            ),
-            admin=admin_principal(admin),
-            passwords=passwords,
+            passwords,
+            admin,
+            email="Created@Example.com",
+            password=PASSWORD,
+            full_name="Created",
+            roles=["support", "support", "billing:read"],
+            is_verified=True,
         )
 
         assert user.email == "created@example.com"
@@ -611,11 +539,7 @@ class TestAdminCreate:
         assert (await passwords.verify(PASSWORD, user.password_hash)).valid
         assert user.password_changed_at is not None
         [event] = await audit_events(session, "admin.user.created")
-        assert (event.actor_id, event.target_type, event.target_id) == (
-            admin.id,
-            "user",
-            str(user.id),
-        )
+        assert about_user(event) == (admin.id, "user", str(user.id))
         assert PASSWORD not in str(event.data)
 
     async def test_existing_address_is_a_conflict(
@@ -625,11 +549,8 @@ class TestAdminCreate:
         await create_user(session, email="exists@example.com")
 
         with pytest.raises(EmailTaken):
-            await users_service.create_user(
-                session,
-                AdminUserCreate(email="EXISTS@example.com", password=PASSWORD),
-                admin=admin_principal(admin),
-                passwords=passwords,
+            await admin_creates(
+                session, passwords, admin, email="EXISTS@example.com", password=PASSWORD
             )
 
     async def test_unique_index_race_is_a_conflict(
@@ -643,11 +564,8 @@ class TestAdminCreate:
         monkeypatch.setattr(UserRepository, "get_by_email", _never_found)
 
         with pytest.raises(EmailTaken):
-            await users_service.create_user(
-                session,
-                AdminUserCreate(email="race@example.com", password=PASSWORD),
-                admin=admin_principal(admin),
-                passwords=passwords,
+            await admin_creates(
+                session, passwords, admin, email="race@example.com", password=PASSWORD
             )
         assert await audit_events(session, "admin.user.created") == []
         assert await session.get(User, admin.id) is not None
@@ -658,11 +576,8 @@ class TestAdminCreate:
         admin = await create_user(session, roles=["admin"])
 
         with pytest.raises(WeakPassword):
-            await users_service.create_user(
-                session,
-                AdminUserCreate(email="weak@example.com", password="short"),
-                admin=admin_principal(admin),
-                passwords=passwords,
+            await admin_creates(
+                session, passwords, admin, email="weak@example.com", password="short"
             )
 
 
@@ -695,11 +610,7 @@ class TestAdminUpdate:
 
         assert (user.full_name, user.is_verified) == ("After", True)
         [event] = await audit_events(session, "admin.user.updated")
-        assert (event.actor_id, event.target_type, event.target_id) == (
-            admin.id,
-            "user",
-            str(user.id),
-        )
+        assert about_user(event) == (admin.id, "user", str(user.id))
         assert event.data == {"fields": ["full_name", "is_verified"]}
         assert published == []
 

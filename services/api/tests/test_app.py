@@ -5,10 +5,8 @@ from aixiate_api.app import create_app
 from aixiate_auth.settings import AuthSettings
 from aixiate_core.settings import Settings, UnsafeSettingsError
 from aixiate_core.testing import serve
-from aixiate_users.testing import fast_users_settings
+from aixiate_users.testing import PASSWORD, fast_users_settings
 from fastapi.routing import APIRoute
-
-PASSWORD = "vivid-otter-harbour-lantern-42"
 
 
 class TestCreateApp:

@@ -16,9 +16,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from redis.asyncio import Redis
-from sqlalchemy import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import inspect, make_url
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlmodel import SQLModel
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+#: What a test opens its own sessions on the app's database with (the ``db`` fixtures).
+type Sessions = async_sessionmaker[AsyncSession]
 
 
 def postgres_server_url() -> str | None:
@@ -72,6 +76,16 @@ async def scratch_database(directory: Path, prefix: str = "aixiate_scratch") -> 
         await drop_database(url)
 
 
+async def table_names(url: str) -> list[str]:
+    """The tables of the database at ``url``, as it is now."""
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(lambda sync: inspect(sync).get_table_names())
+    finally:
+        await engine.dispose()
+
+
 def create_schema(url: str) -> None:
     """Builds the tables of every imported model; the service's tests use migrations instead."""
 
@@ -90,3 +104,15 @@ async def delete_prefixed(client: Redis, prefix: str) -> None:
     keys = [key async for key in client.scan_iter(match=prefix + "*", count=500)]
     if keys:
         await client.delete(*keys)
+
+
+async def forget_prefixed(redis_url: str | None, prefix: str) -> None:
+    """Deletes the keys under ``prefix`` on the Redis at ``redis_url`` (None: nothing to do),
+    with a client of its own: the apps that wrote them may be gone."""
+    if redis_url is None:
+        return
+    client = Redis.from_url(redis_url)
+    try:
+        await delete_prefixed(client, prefix)
+    finally:
+        await client.aclose()

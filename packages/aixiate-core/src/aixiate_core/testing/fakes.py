@@ -8,6 +8,10 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
+from pydantic import SecretStr
+
+from aixiate_core.settings import Settings
+
 
 @dataclass(frozen=True, slots=True)
 class ResendCall:
@@ -75,6 +79,17 @@ class FakeResend:
             for call in self.calls
             if call.path == "/emails" and call.status == 200 and not call.replayed
         ]
+
+    def sending(self, settings: Settings) -> Settings:
+        """``settings`` with the outbox dispatcher on, polling briskly, and delivering here."""
+        return settings.model_copy(
+            update={
+                "outbox_dispatcher_enabled": True,
+                "outbox_poll_seconds": 0.05,
+                "resend_api_key": SecretStr("re_test_key"),
+                "resend_base_url": self.url,
+            }
+        )
 
     def hold_after(self, count: int) -> None:
         """The ``count``-th next message is accepted, but its answer is held back until

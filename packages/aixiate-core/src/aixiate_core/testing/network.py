@@ -2,6 +2,8 @@
 
 import asyncio
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from sqlalchemy import make_url
 
@@ -65,6 +67,18 @@ def url_through(url: str, proxy: TcpProxy) -> str:
     """``url`` with its host and port replaced by the proxy's."""
     parsed = make_url(url)
     return parsed.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+
+
+@asynccontextmanager
+async def proxied(url: str, default_port: int) -> AsyncIterator[tuple[TcpProxy, str]]:
+    """A started :class:`TcpProxy` to the server of ``url``, and ``url`` through it: the
+    backend a test can cut and restore. The proxy is stopped when the block ends."""
+    proxy = TcpProxy(*target_of(url, default_port))
+    await proxy.start()
+    try:
+        yield proxy, url_through(url, proxy)
+    finally:
+        await proxy.stop()
 
 
 def target_of(url: str, default_port: int) -> tuple[str, int]:

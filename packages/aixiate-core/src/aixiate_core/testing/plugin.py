@@ -12,8 +12,10 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 
+import httpx
 import pytest
 import structlog
+from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -27,10 +29,12 @@ from aixiate_core.testing.db import (
     create_schema,
     delete_prefixed,
     drop_database,
+    forget_prefixed,
     postgres_server_url,
     redis_server_url,
 )
 from aixiate_core.testing.fakes import FakeResend
+from aixiate_core.testing.http import serve
 
 RUN_ID = uuid.uuid4().hex[:12]
 RUN_SECRET = secrets.token_urlsafe(48)
@@ -135,6 +139,22 @@ async def store(settings: Settings) -> AsyncIterator[KeyValueStore]:
     yield redis_store
     await delete_prefixed(redis_store.client, settings.redis_key_prefix)
     await redis_store.close()
+
+
+@pytest.fixture
+async def forget_redis(settings: Settings) -> AsyncIterator[None]:
+    """Deletes the keys the test's apps left in Redis under its prefix (rate-limit counters,
+    lockout state) after the test; a module of such tests uses it throughout with
+    ``pytestmark = pytest.mark.usefixtures("forget_redis")``."""
+    yield
+    await forget_prefixed(settings.redis_url, settings.redis_key_prefix)
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the running ``app``: a fixture each suite that uses this defines."""
+    async with serve(app) as http:
+        yield http
 
 
 @pytest.fixture(name="free_port")
