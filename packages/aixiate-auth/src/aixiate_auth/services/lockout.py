@@ -4,6 +4,7 @@ The counting itself is :class:`~aixiate_auth.lockout.Lockout`'s, in the shared s
 """
 
 import math
+from dataclasses import dataclass
 
 import structlog
 from aixiate_audit import service as audit_service
@@ -20,17 +21,11 @@ from aixiate_auth.lockout import Lockout
 log = structlog.get_logger()
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LockoutService:
-    def __init__(
-        self,
-        *,
-        lockout: Lockout,
-        outbox: Outbox,
-        sessionmaker: async_sessionmaker[AsyncSession],
-    ) -> None:
-        self.lockout = lockout
-        self.outbox = outbox
-        self.sessionmaker = sessionmaker
+    lockout: Lockout
+    outbox: Outbox
+    sessionmaker: async_sessionmaker[AsyncSession]
 
     async def check(self, email: str) -> int | None:
         """Seconds the account stays locked, or None."""

@@ -5,6 +5,8 @@ attempt is audited in a transaction of its own (the request's rolls back with th
 and counts toward the account's lockout.
 """
 
+from dataclasses import dataclass
+
 from aixiate_audit import service as audit_service
 from aixiate_core.db import end_read
 from aixiate_users.models import User
@@ -25,21 +27,13 @@ from aixiate_auth.services.sessions import SessionService
 from aixiate_auth.settings import AuthSettings
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LoginService:
-    def __init__(
-        self,
-        *,
-        settings: AuthSettings,
-        passwords: Passwords,
-        lockouts: LockoutService,
-        sessions: SessionService,
-        sessionmaker: async_sessionmaker[AsyncSession],
-    ) -> None:
-        self.settings = settings
-        self.passwords = passwords
-        self.lockouts = lockouts
-        self.sessions = sessions
-        self.sessionmaker = sessionmaker
+    settings: AuthSettings
+    passwords: Passwords
+    lockouts: LockoutService
+    sessions: SessionService
+    sessionmaker: async_sessionmaker[AsyncSession]
 
     async def with_password(self, session: AsyncSession, *, email: str, password: str) -> TokenPair:
         user = await UserRepository(session).get_by_email(email)

@@ -5,6 +5,7 @@ or all but the caller's) and tell the owner by email. A refused reset token or a
 current password is audited in a transaction of its own, since the request's rolls back.
 """
 
+from dataclasses import dataclass
 from uuid import UUID
 
 from aixiate_audit import service as audit_service
@@ -25,23 +26,14 @@ from aixiate_auth.services.sessions import SessionService
 from aixiate_auth.settings import AuthSettings
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RecoveryService:
-    def __init__(
-        self,
-        *,
-        settings: AuthSettings,
-        passwords: Passwords,
-        lockout: Lockout,
-        sessions: SessionService,
-        outbox: Outbox,
-        sessionmaker: async_sessionmaker[AsyncSession],
-    ) -> None:
-        self.settings = settings
-        self.passwords = passwords
-        self.lockout = lockout
-        self.sessions = sessions
-        self.outbox = outbox
-        self.sessionmaker = sessionmaker
+    settings: AuthSettings
+    passwords: Passwords
+    lockout: Lockout
+    sessions: SessionService
+    outbox: Outbox
+    sessionmaker: async_sessionmaker[AsyncSession]
 
     async def forgot(self, session: AsyncSession, *, email: str) -> None:
         user = await UserRepository(session).get_by_email(email)

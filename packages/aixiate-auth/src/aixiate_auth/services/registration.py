@@ -6,6 +6,7 @@ The owner of a taken address is told by email instead.
 """
 
 import math
+from dataclasses import dataclass
 from uuid import UUID
 
 from aixiate_audit import service as audit_service
@@ -24,19 +25,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from aixiate_auth.schemas import Registration
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RegistrationService:
-    def __init__(
-        self,
-        *,
-        users_settings: UsersSettings,
-        passwords: Passwords,
-        outbox: Outbox,
-        sessionmaker: async_sessionmaker[AsyncSession],
-    ) -> None:
-        self.users_settings = users_settings
-        self.passwords = passwords
-        self.outbox = outbox
-        self.sessionmaker = sessionmaker
+    users_settings: UsersSettings
+    passwords: Passwords
+    outbox: Outbox
+    sessionmaker: async_sessionmaker[AsyncSession]
 
     async def register(self, session: AsyncSession, body: Registration) -> None:
         # The policy looks at the password and the address typed, never at the database,

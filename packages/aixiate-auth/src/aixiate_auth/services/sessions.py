@@ -103,21 +103,13 @@ async def purge(session: AsyncSession, now: datetime) -> int:
     return await SessionRepository(session).purge_ended_before(now - ENDED_SESSION_RETENTION)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SessionService:
-    def __init__(
-        self,
-        *,
-        settings: AuthSettings,
-        keyring: KeyRing,
-        liveness: Liveness,
-        outbox: Outbox,
-        sessionmaker: async_sessionmaker[AsyncSession],
-    ) -> None:
-        self.settings = settings
-        self.keyring = keyring
-        self.liveness = liveness
-        self.outbox = outbox
-        self.sessionmaker = sessionmaker
+    settings: AuthSettings
+    keyring: KeyRing
+    liveness: Liveness
+    outbox: Outbox
+    sessionmaker: async_sessionmaker[AsyncSession]
 
     # --- issuing ----------------------------------------------------------------------
 
