@@ -2,7 +2,8 @@
 
 The raw token exists only in the email; the table holds its SHA-256. Issuing a token
 retires the user's earlier unused tokens of the same purpose. Consuming is one
-conditional UPDATE, so of two concurrent uses of one token exactly one wins.
+conditional UPDATE, so of two concurrent uses of one token exactly one wins. The queries
+are :class:`~aixiate_users.repository.ActionTokenRepository`'s.
 """
 
 from collections.abc import Iterable, Mapping
@@ -14,11 +15,10 @@ from uuid import UUID
 
 from aixiate_core.crypto import new_token, token_digest
 from aixiate_core.db import utc_now
-from sqlalchemy import delete, or_, update
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from aixiate_users.models import ActionToken
+from aixiate_users.repository import ActionTokenRepository
 
 
 class TokenPurpose(StrEnum):
@@ -37,15 +37,10 @@ async def issue(
 ) -> str:
     """Returns the raw token, to be put in an email and nowhere else."""
     now = utc_now()
-    await session.exec(
-        update(ActionToken)
-        .where(col(ActionToken.user_id) == user_id)
-        .where(col(ActionToken.purpose) == purpose.value)
-        .where(col(ActionToken.used_at).is_(None))
-        .values(used_at=now, updated_at=now)
-    )
+    tokens = ActionTokenRepository(session)
+    await tokens.retire_unused(user_id, [purpose.value], now)
     raw = new_token()
-    session.add(
+    await tokens.add(
         ActionToken(
             user_id=user_id,
             purpose=purpose.value,
@@ -54,40 +49,21 @@ async def issue(
             data=dict(data or {}),
         )
     )
-    await session.flush()
     return raw
 
 
 async def retire(session: AsyncSession, *, user_id: UUID, purposes: Iterable[TokenPurpose]) -> None:
     """Makes the user's unused tokens of ``purposes`` unusable, e.g. the reset links that
     went to an address the account no longer has."""
-    now = utc_now()
-    await session.exec(
-        update(ActionToken)
-        .where(col(ActionToken.user_id) == user_id)
-        .where(col(ActionToken.purpose).in_([purpose.value for purpose in purposes]))
-        .where(col(ActionToken.used_at).is_(None))
-        .values(used_at=now, updated_at=now)
+    await ActionTokenRepository(session).retire_unused(
+        user_id, [purpose.value for purpose in purposes], utc_now()
     )
 
 
 async def consume(session: AsyncSession, raw: str, purpose: TokenPurpose) -> ActionToken | None:
     """Marks the token used and returns it; None when unknown, used, expired or of
     another purpose (callers answer all of these alike)."""
-    now = utc_now()
-    result = await session.exec(
-        update(ActionToken)
-        .where(col(ActionToken.token_hash) == token_digest(raw))
-        .where(col(ActionToken.purpose) == purpose.value)
-        .where(col(ActionToken.used_at).is_(None))
-        .where(col(ActionToken.expires_at) > now)
-        .values(used_at=now, updated_at=now)
-        .returning(col(ActionToken.id))
-    )
-    token_id = result.scalar_one_or_none()
-    if token_id is None:
-        return None
-    return await session.get(ActionToken, token_id)
+    return await ActionTokenRepository(session).claim(token_digest(raw), purpose.value, utc_now())
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,11 +79,7 @@ class Refusal:
 
 async def refusal(session: AsyncSession, raw: str, purpose: TokenPurpose) -> Refusal:
     """Explains a ``None`` from :func:`consume` with the same raw token."""
-    token = (
-        await session.exec(
-            select(ActionToken).where(col(ActionToken.token_hash) == token_digest(raw))
-        )
-    ).first()
+    token = await ActionTokenRepository(session).get_by_hash(token_digest(raw))
     if token is None:
         return Refusal("unknown_token")
     if token.purpose != purpose.value:
@@ -119,10 +91,4 @@ async def refusal(session: AsyncSession, raw: str, purpose: TokenPurpose) -> Ref
 
 async def purge(session: AsyncSession, now: datetime) -> int:
     """Housekeeping: tokens that can no longer be used (spent or expired a day ago)."""
-    cutoff = now - timedelta(days=1)
-    result = await session.exec(
-        delete(ActionToken).where(
-            or_(col(ActionToken.expires_at) < cutoff, col(ActionToken.used_at) < cutoff)
-        )
-    )
-    return int(result.rowcount)
+    return await ActionTokenRepository(session).delete_spent_before(now - timedelta(days=1))

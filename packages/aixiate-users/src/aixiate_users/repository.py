@@ -1,15 +1,17 @@
-"""Queries on users. Constructed from a session; methods take domain arguments only."""
+"""Every query of the users package. Built from a session; methods take domain arguments."""
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from uuid import UUID
 
 from aixiate_core.pagination import Cursor
-from sqlalchemy import ColumnElement, and_, func, literal, or_, type_coerce
+from sqlalchemy import ColumnElement, and_, delete, func, literal, or_, type_coerce, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from aixiate_users.models import User
+from aixiate_users.models import ActionToken, User
 
 
 def normalize_email(email: str) -> str:
@@ -103,3 +105,54 @@ class UserRepository:
             return type_coerce(col(User.roles), JSONB).contains([role])
         elements = func.json_each(col(User.roles)).table_valued("value")
         return select(literal(1)).select_from(elements).where(elements.c.value == role).exists()
+
+
+class ActionTokenRepository:
+    """The single-use tokens sent by email, by the SHA-256 of the raw token."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, token: ActionToken) -> None:
+        self.session.add(token)
+        await self.session.flush()
+
+    async def retire_unused(self, user_id: UUID, purposes: Iterable[str], now: datetime) -> None:
+        """Marks the user's unused tokens of ``purposes`` used."""
+        await self.session.exec(
+            update(ActionToken)
+            .where(col(ActionToken.user_id) == user_id)
+            .where(col(ActionToken.purpose).in_(list(purposes)))
+            .where(col(ActionToken.used_at).is_(None))
+            .values(used_at=now, updated_at=now)
+        )
+
+    async def claim(self, token_hash: str, purpose: str, now: datetime) -> ActionToken | None:
+        """Marks an unused, unexpired token of ``purpose`` used and returns it. One
+        conditional UPDATE, so of two concurrent uses exactly one claims it."""
+        result = await self.session.exec(
+            update(ActionToken)
+            .where(col(ActionToken.token_hash) == token_hash)
+            .where(col(ActionToken.purpose) == purpose)
+            .where(col(ActionToken.used_at).is_(None))
+            .where(col(ActionToken.expires_at) > now)
+            .values(used_at=now, updated_at=now)
+            .returning(col(ActionToken.id))
+        )
+        token_id = result.scalar_one_or_none()
+        if token_id is None:
+            return None
+        return await self.session.get(ActionToken, token_id)
+
+    async def get_by_hash(self, token_hash: str) -> ActionToken | None:
+        statement = select(ActionToken).where(col(ActionToken.token_hash) == token_hash)
+        return (await self.session.exec(statement)).first()
+
+    async def delete_spent_before(self, cutoff: datetime) -> int:
+        """Deletes tokens that expired or were used before ``cutoff``."""
+        result = await self.session.exec(
+            delete(ActionToken).where(
+                or_(col(ActionToken.expires_at) < cutoff, col(ActionToken.used_at) < cutoff)
+            )
+        )
+        return int(result.rowcount)
