@@ -48,7 +48,7 @@ WRONG_PASSWORD = "not-the-password-at-all"  # noqa: S105 - a test password
 async def create_user(session: AsyncSession, **overrides: Any) -> User:
     """A verified, active user with a unique address; keyword arguments set any column.
 
-    ``password_hash`` is None unless given: hash with the test's PasswordService when the
+    ``password_hash`` is None unless given: hash with the test's Passwords when the
     test needs a password that works.
     """
     values: dict[str, Any] = {
