@@ -376,18 +376,23 @@ class TestConcurrentReadThenWrite:
         assert final in ((1, 2) if any_engine.dialect.name == "postgresql" else (2,))
 
 
+def impatient_sqlite(tmp_path: Path) -> tuple[Settings, MetaData, Table]:
+    """A SQLite file that waits 0.2 s for its write lock, and a table to write to."""
+    settings = Settings(
+        _env_file=None,
+        env="test",
+        database_url=f"sqlite+aiosqlite:///{tmp_path}/impatient.db",
+        database_pool_timeout_seconds=0.2,
+    )
+    metadata = MetaData()
+    return settings, metadata, Table("note", metadata, Column("id", Integer, primary_key=True))
+
+
 class TestSQLiteContention:
     async def test_a_write_lock_held_past_the_busy_timeout_answers_503(
         self, make_app: AppFactory, tmp_path: Path
     ) -> None:
-        settings = Settings(
-            _env_file=None,
-            env="test",
-            database_url=f"sqlite+aiosqlite:///{tmp_path}/busy.db",
-            database_pool_timeout_seconds=0.2,
-        )
-        metadata = MetaData()
-        notes = Table("note", metadata, Column("id", Integer, primary_key=True))
+        settings, metadata, notes = impatient_sqlite(tmp_path)
         router = APIRouter()
 
         @router.post("/notes", status_code=201)
@@ -420,14 +425,7 @@ class TestSideTransactions:
     async def test_end_read_releases_sqlites_write_lock(self, tmp_path: Path) -> None:
         # On SQLite every transaction begins IMMEDIATE, so a read holds the write lock
         # until it ends: end_read is what lets another writer in before slow work.
-        settings = Settings(
-            _env_file=None,
-            env="test",
-            database_url=f"sqlite+aiosqlite:///{tmp_path}/read.db",
-            database_pool_timeout_seconds=0.2,
-        )
-        metadata = MetaData()
-        notes = Table("note", metadata, Column("id", Integer, primary_key=True))
+        settings, metadata, notes = impatient_sqlite(tmp_path)
         engine = create_engine(settings)
         try:
             async with engine.begin() as conn:
