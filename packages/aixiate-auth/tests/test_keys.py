@@ -258,6 +258,7 @@ class TestRotationElsewhere:
             user_id=user_id,
             session_id=session_id_of(live),
             roles=[],
+            amr=["pwd"],
         )
         return token, loaded.kid
 
@@ -301,6 +302,7 @@ class TestRotationElsewhere:
                     user_id=UUID(int=1),
                     session_id=UUID(int=2),
                     roles=[],
+                    amr=["pwd"],
                 )[0]
             )
 

@@ -84,6 +84,7 @@ class Caller:
             user_id=self.user.id,
             session_id=self.session_id,
             roles=[],
+            amr=["pwd"],
             now=now,
         )
         return token

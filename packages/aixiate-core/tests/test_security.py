@@ -21,13 +21,21 @@ type AppFactory = Callable[..., FastAPI]
 USER = Principal(user_id=uuid4(), session_id=uuid4(), roles=frozenset())
 ADMIN = Principal(user_id=uuid4(), session_id=uuid4(), roles=frozenset({"admin"}))
 AUDITOR = Principal(user_id=uuid4(), session_id=uuid4(), roles=frozenset({"auditor"}))
+ADMIN_WITH_MFA = Principal(
+    user_id=uuid4(), session_id=uuid4(), roles=frozenset({"admin"}), amr=frozenset({"pwd", "mfa"})
+)
 
 
 class FakeResolver:
     """Knows a fixed set of tokens; records what it was asked."""
 
     def __init__(self) -> None:
-        self.tokens = {"user-token": USER, "admin-token": ADMIN, "auditor-token": AUDITOR}
+        self.tokens = {
+            "user-token": USER,
+            "admin-token": ADMIN,
+            "auditor-token": AUDITOR,
+            "mfa-admin-token": ADMIN_WITH_MFA,
+        }
         self.seen: list[str] = []
 
     async def __call__(self, request: Request, token: str) -> Principal:
@@ -174,6 +182,56 @@ class TestRequireRole:
         assert require_role("auditor").__name__ == "require_auditor"
 
 
+class TestMfaRequiredRoles:
+    @pytest.fixture
+    async def strict(
+        self, make_app: AppFactory, settings: Settings, resolver: FakeResolver
+    ) -> AsyncIterator[httpx.AsyncClient]:
+        strict = settings.model_copy(update={"mfa_required_roles": frozenset({"admin"})})
+        app = make_app(strict, security_routes(), static_state(principal_resolver=resolver))
+        async with serve(app) as http:
+            yield http
+
+    async def test_a_password_only_login_is_refused_with_mfa_required(
+        self, strict: httpx.AsyncClient
+    ) -> None:
+        response = await strict.get("/admin", headers=bearer("admin-token"))
+
+        assert response.status_code == 403
+        assert response.json()["code"] == "mfa_required"
+
+    async def test_a_login_with_a_second_factor_is_admitted(
+        self, strict: httpx.AsyncClient
+    ) -> None:
+        response = await strict.get("/admin", headers=bearer("mfa-admin-token"))
+
+        assert response.status_code == 200
+
+    async def test_lacking_the_role_is_still_forbidden_not_mfa_required(
+        self, strict: httpx.AsyncClient
+    ) -> None:
+        response = await strict.get("/admin", headers=bearer("user-token"))
+
+        assert response.json()["code"] == "forbidden"
+
+    async def test_roles_not_listed_need_no_second_factor(self, strict: httpx.AsyncClient) -> None:
+        response = await strict.get("/audit", headers=bearer("auditor-token"))
+
+        assert response.status_code == 200
+
+    async def test_without_the_setting_a_password_is_enough(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        response = await client.get("/admin", headers=bearer("admin-token"))
+
+        assert response.status_code == 200
+
+    def test_the_setting_reads_a_comma_separated_list(self) -> None:
+        parsed = Settings(_env_file=None, mfa_required_roles=" admin, auditor ,")  # type: ignore[call-arg]
+
+        assert parsed.mfa_required_roles == frozenset({"admin", "auditor"})
+
+
 class TestTokenUrl:
     def test_the_app_says_where_the_token_route_is(self) -> None:
         app = FastAPI()
@@ -197,3 +255,7 @@ class TestPrincipal:
     def test_has_role(self) -> None:
         assert ADMIN.has_role("admin")
         assert not USER.has_role("admin")
+
+    def test_used_mfa_reads_the_amr(self) -> None:
+        assert ADMIN_WITH_MFA.used_mfa
+        assert not ADMIN.used_mfa

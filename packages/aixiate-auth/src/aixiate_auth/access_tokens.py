@@ -39,6 +39,8 @@ class AccessClaims:
     roles: frozenset[str]
     token_id: str
     expires_at: int
+    #: RFC 8176 authentication methods of the session's login.
+    amr: frozenset[str] = frozenset()
 
 
 class KeyLookup:
@@ -88,6 +90,7 @@ def encode_access_token(
     user_id: UUID,
     session_id: UUID,
     roles: Iterable[str],
+    amr: Iterable[str],
     now: int | None = None,
 ) -> tuple[str, int]:
     """The token and its ``exp``."""
@@ -104,6 +107,7 @@ def encode_access_token(
         "jti": uuid.uuid4().hex,
         "typ": ACCESS_TYPE,
         "roles": sorted(set(roles)),
+        "amr": list(amr),
     }
     token = jwt.encode({"alg": ALGORITHM, "kid": kid}, claims, key, algorithms=ALGORITHMS)
     return token, expires
@@ -117,12 +121,16 @@ def decode_access_token(token: str, lookup: KeyLookup, registry: JWTClaimsRegist
         roles = claims.get("roles", [])
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise TokenRejected("bad_roles")
+        amr = claims.get("amr", [])
+        if not isinstance(amr, list) or not all(isinstance(m, str) for m in amr):
+            raise TokenRejected("bad_amr")
         return AccessClaims(
             user_id=UUID(claims["sub"]),
             session_id=UUID(claims["sid"]),
             roles=frozenset(roles),
             token_id=str(claims["jti"]),
             expires_at=int(claims["exp"]),
+            amr=frozenset(amr),
         )
     except TokenRejected:
         raise

@@ -11,6 +11,12 @@
     @app.delete("/orders/{id}")
     async def delete(principal: Annotated[Principal, Depends(verifier.require("admin"))]): ...
 
+    @app.post("/payouts")
+    async def payout(principal: Annotated[Principal, Depends(verifier.require_mfa)]): ...
+
+``Principal.amr`` is the token's RFC 8176 ``amr``; ``require_mfa`` (and ``require(role,
+mfa=True)``) admit only tokens of a login with a second factor (403 ``mfa_required``).
+
 No database is needed. The key set is fetched on first use, kept for ``cache_seconds``,
 and fetched again early when a token names an unknown ``kid`` (at most once per
 ``min_refetch_seconds``, so a flood of forged kids cannot turn into a flood of fetches).
@@ -27,8 +33,8 @@ from typing import Annotated, Any
 
 import httpx
 import structlog
-from aixiate_core.errors import Forbidden, InvalidToken, NotAuthenticated, ServiceUnavailable
-from aixiate_core.security import Principal
+from aixiate_core.errors import InvalidToken, MfaRequired, NotAuthenticated, ServiceUnavailable
+from aixiate_core.security import Principal, check_role
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from joserfc.jwk import KeySet
@@ -71,6 +77,9 @@ class JWKSTokenVerifier:
         self._keys: dict[str, Any] = {}
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()
+        #: FastAPI dependency: a caller whose login had a second factor (403
+        #: ``mfa_required`` otherwise).
+        self.require_mfa = self._requiring_mfa()
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -91,7 +100,12 @@ class JWKSTokenVerifier:
 
     def _decode(self, token: str) -> Principal:
         claims = decode_access_token(token, KeyLookup(self._keys.get), self.registry)
-        return Principal(user_id=claims.user_id, session_id=claims.session_id, roles=claims.roles)
+        return Principal(
+            user_id=claims.user_id,
+            session_id=claims.session_id,
+            roles=claims.roles,
+            amr=claims.amr,
+        )
 
     async def _fetch(self, *, force: bool) -> bool:
         """Fetches the key set; False when a forced fetch was refused as too soon."""
@@ -126,14 +140,24 @@ class JWKSTokenVerifier:
             raise NotAuthenticated()
         return await self.verify(credentials.credentials)
 
-    def require(self, role: str) -> Callable[..., Awaitable[Principal]]:
-        """FastAPI dependency: a caller holding ``role`` (403 ``forbidden`` otherwise)."""
+    def _requiring_mfa(self) -> Callable[..., Awaitable[Principal]]:
+        async def require_mfa(
+            principal: Annotated[Principal, Depends(self.principal)],
+        ) -> Principal:
+            if not principal.used_mfa:
+                raise MfaRequired()
+            return principal
+
+        return require_mfa
+
+    def require(self, role: str, *, mfa: bool = False) -> Callable[..., Awaitable[Principal]]:
+        """FastAPI dependency: a caller holding ``role`` (403 ``forbidden`` otherwise),
+        and with ``mfa`` whose login had a second factor (403 ``mfa_required``)."""
 
         async def dependency(
             principal: Annotated[Principal, Depends(self.principal)],
         ) -> Principal:
-            if not principal.has_role(role):
-                raise Forbidden(f"This requires the {role!r} role.")
+            check_role(principal, role, frozenset({role}) if mfa else frozenset())
             return principal
 
         return dependency

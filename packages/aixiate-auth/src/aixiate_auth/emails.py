@@ -14,5 +14,10 @@ EMAILS: EmailTemplateSet = package_templates(
         "password_changed": "Your {product_name} password was changed",
         "session_reuse": "Security alert: your {product_name} session was ended",
         "account_locked": "Your {product_name} account was locked",
+        "mfa_enabled": "Two-step verification is on for your {product_name} account",
+        "mfa_disabled": "Two-step verification was turned off for your {product_name} account",
+        "mfa_reset": "An administrator turned off two-step verification at {product_name}",
+        "mfa_recovery_code_used": "A recovery code was used to sign in to {product_name}",
+        "mfa_recovery_codes_regenerated": "New recovery codes for your {product_name} account",
     },
 )

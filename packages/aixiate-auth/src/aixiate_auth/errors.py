@@ -1,6 +1,22 @@
 """Errors of the auth package; core's handlers render them as RFC 9457 problems."""
 
-from aixiate_core.errors import AppError, InvalidToken, NotFound
+from aixiate_core.errors import AppError, Conflict, InvalidToken, MfaRequired, NotFound
+
+__all__ = [
+    "AccountInactive",
+    "AccountLocked",
+    "EmailNotVerified",
+    "InvalidCredentials",
+    "InvalidMfaCode",
+    "InvalidMfaToken",
+    "InvalidRefreshToken",
+    "MfaAlreadyEnabled",
+    "MfaNotEnabled",
+    "MfaRequired",
+    "SessionNotFound",
+    "TokenReused",
+    "WrongMfaCode",
+]
 
 
 class InvalidCredentials(AppError):
@@ -58,3 +74,48 @@ class AccountLocked(AppError):
 
     def __init__(self, retry_after: int) -> None:
         super().__init__(headers={"Retry-After": str(max(1, retry_after))})
+
+
+class InvalidMfaCode(AppError):
+    """A code that does not confirm a new authenticator."""
+
+    status_code = 400
+    code = "invalid_mfa_code"
+    title = "Invalid code"
+    default_detail = "The code is not valid: enter the current code your authenticator app shows."
+
+
+class WrongMfaCode(InvalidMfaCode):
+    """The second step of a login failed: 401, as a wrong password is."""
+
+    status_code = 401
+    default_detail = "The code is not valid: enter the current code or a recovery code."
+
+    def __init__(self) -> None:
+        super().__init__(headers={"WWW-Authenticate": "Bearer"})
+
+
+class InvalidMfaToken(AppError):
+    status_code = 401
+    code = "invalid_mfa_token"
+    title = "Invalid MFA token"
+    default_detail = (
+        "This sign-in step is used up, expired or unknown; sign in with your password again."
+    )
+
+    def __init__(self) -> None:
+        super().__init__(headers={"WWW-Authenticate": "Bearer"})
+
+
+class MfaAlreadyEnabled(Conflict):
+    code = "mfa_already_enabled"
+    title = "MFA already enabled"
+    default_detail = (
+        "Two-step verification is already on; turn it off first to set up another authenticator."
+    )
+
+
+class MfaNotEnabled(Conflict):
+    code = "mfa_not_enabled"
+    title = "MFA not enabled"
+    default_detail = "Two-step verification is not on for this account."

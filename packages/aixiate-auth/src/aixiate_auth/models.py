@@ -3,7 +3,7 @@ from typing import Any
 from uuid import UUID
 
 from aixiate_core.db import TableBase, UTCDateTime, utc_now
-from sqlalchemy import JSON, Column, ForeignKey, LargeBinary, Uuid
+from sqlalchemy import JSON, BigInteger, Column, ForeignKey, LargeBinary, Uuid
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field
 
@@ -49,6 +49,13 @@ class AuthSession(TableBase, table=True):
     user_agent: str | None = Field(default=None, max_length=512)
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     revoke_reason: str | None = Field(default=None, max_length=32)
+    # How the login was proven (RFC 8176 amr, space-separated); every access token of the
+    # session, refreshed ones included, carries it.
+    amr: str = Field(default="pwd", max_length=64, sa_column_kwargs={"server_default": "pwd"})
+
+    @property
+    def methods(self) -> list[str]:
+        return self.amr.split()
 
 
 class RefreshToken(TableBase, table=True):
@@ -65,3 +72,39 @@ class RefreshToken(TableBase, table=True):
     )
     token_hash: str = Field(max_length=64, unique=True)
     rotated_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class TotpCredential(TableBase, table=True):
+    """A user's TOTP secret, sealed under the secret key. Pending until a first code
+    confirms it (``confirmed_at``); at most one per user, so a new setup replaces it.
+
+    ``last_step`` is the 30-second step of the last code accepted: a code is accepted
+    only for a later step, with one conditional UPDATE, so a code cannot be replayed
+    on any replica.
+    """
+
+    __tablename__ = "mfa_totp"
+
+    user_id: UUID = Field(
+        sa_column=Column(
+            Uuid(), ForeignKey("user_account.id", ondelete="CASCADE"), nullable=False, unique=True
+        )
+    )
+    secret: bytes = Field(sa_type=LargeBinary, nullable=False)
+    confirmed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_step: int | None = Field(default=None, sa_type=BigInteger)
+
+
+class RecoveryCode(TableBase, table=True):
+    """One single-use recovery code, by SHA-256: the codes are random, so a plain digest
+    keeps them as safe as the tokens."""
+
+    __tablename__ = "mfa_recovery_code"
+
+    user_id: UUID = Field(
+        sa_column=Column(
+            Uuid(), ForeignKey("user_account.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+    code_hash: str = Field(max_length=64)
+    used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

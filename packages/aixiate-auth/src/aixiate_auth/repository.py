@@ -8,7 +8,13 @@ from sqlalchemy import delete, func, or_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from aixiate_auth.models import AuthSession, RefreshToken, SigningKey
+from aixiate_auth.models import (
+    AuthSession,
+    RecoveryCode,
+    RefreshToken,
+    SigningKey,
+    TotpCredential,
+)
 
 
 class SessionRepository:
@@ -127,3 +133,79 @@ class SigningKeyRepository:
     async def add(self, key: SigningKey) -> None:
         self.session.add(key)
         await self.session.flush()
+
+
+class MfaRepository:
+    """A user's TOTP credential and recovery codes."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def totp(self, user_id: UUID) -> TotpCredential | None:
+        statement = select(TotpCredential).where(col(TotpCredential.user_id) == user_id)
+        return (await self.session.exec(statement)).first()
+
+    async def set_pending(self, user_id: UUID, sealed_secret: bytes) -> None:
+        """A new unconfirmed secret, replacing any earlier one of the user's."""
+        credential = await self.totp(user_id)
+        if credential is None:
+            credential = TotpCredential(user_id=user_id, secret=sealed_secret)
+        else:
+            credential.secret = sealed_secret
+            credential.confirmed_at = None
+            credential.last_step = None
+        self.session.add(credential)
+        await self.session.flush()
+
+    async def accept_step(self, user_id: UUID, step: int, now: datetime) -> bool:
+        """Records ``step`` as the last one used, unless it (or a later one) already was:
+        one conditional UPDATE, so of two uses of a code exactly one gets True."""
+        result = await self.session.exec(
+            update(TotpCredential)
+            .where(col(TotpCredential.user_id) == user_id)
+            .where(
+                or_(col(TotpCredential.last_step).is_(None), col(TotpCredential.last_step) < step)
+            )
+            .values(last_step=step, updated_at=now)
+            .returning(col(TotpCredential.id))
+        )
+        return result.first() is not None
+
+    async def unused_codes(self, user_id: UUID) -> list[RecoveryCode]:
+        statement = select(RecoveryCode).where(
+            col(RecoveryCode.user_id) == user_id, col(RecoveryCode.used_at).is_(None)
+        )
+        return list((await self.session.exec(statement)).all())
+
+    async def count_unused_codes(self, user_id: UUID) -> int:
+        statement = select(func.count()).where(
+            col(RecoveryCode.user_id) == user_id, col(RecoveryCode.used_at).is_(None)
+        )
+        return int((await self.session.exec(statement)).one())
+
+    async def use_code(self, code_id: UUID, now: datetime) -> bool:
+        """Marks the code used; False when a concurrent request used it first."""
+        result = await self.session.exec(
+            update(RecoveryCode)
+            .where(col(RecoveryCode.id) == code_id, col(RecoveryCode.used_at).is_(None))
+            .values(used_at=now, updated_at=now)
+            .returning(col(RecoveryCode.id))
+        )
+        return result.first() is not None
+
+    async def replace_codes(self, user_id: UUID, code_hashes: Sequence[str]) -> None:
+        await self.session.exec(delete(RecoveryCode).where(col(RecoveryCode.user_id) == user_id))
+        self.session.add_all(RecoveryCode(user_id=user_id, code_hash=h) for h in code_hashes)
+        await self.session.flush()
+
+    async def remove_all(self, user_id: UUID) -> bool:
+        """Deletes the TOTP credential and every recovery code; True when there was a
+        confirmed credential."""
+        removed = await self.session.exec(
+            delete(TotpCredential)
+            .where(col(TotpCredential.user_id) == user_id)
+            .returning(col(TotpCredential.confirmed_at))
+        )
+        confirmed = any(value is not None for value in removed.scalars())
+        await self.session.exec(delete(RecoveryCode).where(col(RecoveryCode.user_id) == user_id))
+        return confirmed

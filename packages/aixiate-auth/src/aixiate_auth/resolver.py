@@ -80,7 +80,12 @@ class TokenResolver:
         if not live:
             raise InvalidToken("The session of this token has ended.")
         await self._touch(claims.session_id)
-        return Principal(user_id=claims.user_id, session_id=claims.session_id, roles=claims.roles)
+        return Principal(
+            user_id=claims.user_id,
+            session_id=claims.session_id,
+            roles=claims.roles,
+            amr=claims.amr,
+        )
 
     async def _decode(self, token: str) -> AccessClaims:
         claims = self._verified.get(token)

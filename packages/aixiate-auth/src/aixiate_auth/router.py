@@ -21,21 +21,34 @@ from aixiate_auth.errors import (
     AccountLocked,
     EmailNotVerified,
     InvalidCredentials,
+    InvalidMfaCode,
+    InvalidMfaToken,
     InvalidRefreshToken,
+    MfaAlreadyEnabled,
+    MfaNotEnabled,
+    MfaRequired,
     SessionNotFound,
     TokenReused,
+    WrongMfaCode,
 )
 from aixiate_auth.schemas import (
     Accepted,
     EmailVerification,
     Login,
+    MfaChallenge,
+    MfaCode,
+    MfaLogin,
+    MfaPassword,
+    MfaStatus,
     PasswordChange,
     PasswordForgot,
     PasswordReset,
+    RecoveryCodes,
     RefreshRequest,
     Registration,
     SessionRead,
     TokenPair,
+    TotpSetup,
     UserRead,
     VerificationResend,
 )
@@ -49,6 +62,7 @@ LoginLimit = Annotated[Throttle, Depends(rate_limit("login"))]
 RegisterLimit = Annotated[Throttle, Depends(rate_limit("register"))]
 ResendLimit = Annotated[Throttle, Depends(rate_limit("verify_email_resend"))]
 ForgotLimit = Annotated[Throttle, Depends(rate_limit("password_forgot"))]
+MfaLimit = Annotated[Throttle, Depends(rate_limit("mfa"))]
 
 REGISTRATION_ACCEPTED = Accepted(
     detail="Thanks. We have sent an email to that address with the next step."
@@ -117,14 +131,16 @@ async def resend_verification(
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
-def _token_response(response: Response, pair: TokenPair) -> TokenPair:
+def _token_response[T: TokenPair | MfaChallenge | RecoveryCodes | TotpSetup](
+    response: Response, answer: T
+) -> T:
     response.headers.update(_NO_STORE)
-    return pair
+    return answer
 
 
 @router.post(
     "/login",
-    response_model=TokenPair,
+    response_model=TokenPair | MfaChallenge,
     responses=problem_responses(
         InvalidCredentials,
         EmailNotVerified,
@@ -136,8 +152,12 @@ def _token_response(response: Response, pair: TokenPair) -> TokenPair:
 )
 async def login(
     body: Login, session: SessionDep, auth: AuthDep, response: Response, limit: LoginLimit
-) -> TokenPair:
+) -> TokenPair | MfaChallenge:
     """Exchanges email and password for an access token and a refresh token.
+
+    For an account with two-step verification the answer is instead
+    `{"mfa_required": true, "mfa_token", "mfa_methods"}`: post the token with a code to
+    `/auth/login/mfa` within 5 minutes.
 
     Unknown email and wrong password answer the same 401 `invalid_credentials`, in the
     same time. 403 `email_not_verified` and `account_inactive` follow only a correct
@@ -145,7 +165,30 @@ async def login(
     `rate_limited` when a limit is used up, carry `Retry-After`.
     """
     await limit.account(body.email)
-    pair = await auth.login.with_password(session, email=body.email, password=body.password)
+    answer = await auth.login.with_password(session, email=body.email, password=body.password)
+    return _token_response(response, answer)
+
+
+@router.post(
+    "/login/mfa",
+    response_model=TokenPair,
+    responses=problem_responses(
+        WrongMfaCode, InvalidMfaToken, AccountLocked, RateLimited, auth=False
+    ),
+)
+async def login_mfa(
+    body: MfaLogin, session: SessionDep, auth: AuthDep, response: Response, limit: MfaLimit
+) -> TokenPair:
+    """The second step of a login with two-step verification: the `mfa_token` from
+    `/auth/login` and a code from the authenticator app, or one of the recovery codes.
+
+    401 `invalid_mfa_code` for a wrong code (it counts toward the account's lockout, and
+    the fifth ends the token); 401 `invalid_mfa_token` for a used, expired or unknown
+    token. A TOTP code works once.
+    """
+    pair = await auth.mfa.login(
+        session, mfa_token=body.mfa_token, code=body.code, throttle_account=limit.account
+    )
     return _token_response(response, pair)
 
 
@@ -156,6 +199,7 @@ async def login(
         InvalidCredentials,
         EmailNotVerified,
         AccountInactive,
+        MfaRequired,
         AccountLocked,
         RateLimited,
         auth=False,
@@ -169,9 +213,14 @@ async def token(
     limit: LoginLimit,
 ) -> TokenPair:
     """The OAuth2 password grant (form fields `username` = email and `password`), for
-    Swagger UI's Authorize button and OAuth2 clients. Same rules as `/login`."""
+    Swagger UI's Authorize button and OAuth2 clients. Same rules as `/login`; the grant
+    has no second step, so an account with two-step verification answers 403
+    `mfa_required`."""
     await limit.account(form.username)
-    pair = await auth.login.with_password(session, email=form.username, password=form.password)
+    pair = await auth.login.with_password(
+        session, email=form.username, password=form.password, step_up=False
+    )
+    assert isinstance(pair, TokenPair)  # step_up=False never answers a challenge
     return _token_response(response, pair)
 
 
@@ -281,6 +330,95 @@ async def change_password(
     )
 
 
+# --- two-step verification ------------------------------------------------------------
+
+
+@router.get("/mfa", response_model=MfaStatus, responses=problem_responses())
+async def mfa_status(principal: CurrentPrincipal, session: SessionDep, auth: AuthDep) -> MfaStatus:
+    """Whether two-step verification is on, with which methods, and how many recovery
+    codes are left."""
+    return await auth.mfa.status(session, principal)
+
+
+@router.post(
+    "/mfa/totp/setup",
+    response_model=TotpSetup,
+    responses=problem_responses(MfaAlreadyEnabled, RateLimited),
+)
+async def mfa_totp_setup(
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    auth: AuthDep,
+    response: Response,
+    limit: MfaLimit,
+) -> TotpSetup:
+    """A new secret for an authenticator app, as text, as an `otpauth://` URI and as the
+    SVG of its QR code. Two-step verification stays off until a code confirms it; calling
+    this again before that replaces the secret. 409 `mfa_already_enabled` when it is on."""
+    await limit.account(str(principal.user_id))
+    return _token_response(response, await auth.mfa.setup(session, principal))
+
+
+@router.post(
+    "/mfa/totp/confirm",
+    response_model=RecoveryCodes,
+    responses=problem_responses(InvalidMfaCode, MfaAlreadyEnabled, RateLimited),
+)
+async def mfa_totp_confirm(
+    body: MfaCode,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    auth: AuthDep,
+    response: Response,
+    limit: MfaLimit,
+) -> RecoveryCodes:
+    """Turns two-step verification on with a current code from the app, and answers the
+    10 recovery codes: shown this once, each usable once. 400 `invalid_mfa_code` for a
+    wrong code."""
+    await limit.account(str(principal.user_id))
+    codes = await auth.mfa.confirm(session, principal, body.code)
+    return _token_response(response, RecoveryCodes(recovery_codes=codes))
+
+
+@router.delete(
+    "/mfa/totp",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(InvalidPassword, MfaNotEnabled, AccountLocked, RateLimited),
+)
+async def mfa_totp_disable(
+    body: MfaPassword,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    auth: AuthDep,
+    limit: MfaLimit,
+) -> None:
+    """Turns two-step verification off (the password is required) and voids the
+    recovery codes. A wrong password answers 403 `invalid_password` and counts toward
+    the account's lockout."""
+    await limit.account(str(principal.user_id))
+    await auth.mfa.disable(session, principal, body.password)
+
+
+@router.post(
+    "/mfa/recovery-codes",
+    response_model=RecoveryCodes,
+    responses=problem_responses(InvalidPassword, MfaNotEnabled, AccountLocked, RateLimited),
+)
+async def mfa_recovery_codes(
+    body: MfaPassword,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    auth: AuthDep,
+    response: Response,
+    limit: MfaLimit,
+) -> RecoveryCodes:
+    """A new set of 10 recovery codes (the password is required); every earlier code
+    stops working."""
+    await limit.account(str(principal.user_id))
+    codes = await auth.mfa.regenerate(session, principal, body.password)
+    return _token_response(response, RecoveryCodes(recovery_codes=codes))
+
+
 # --- administration -------------------------------------------------------------------
 
 # Under /users, where admins manage accounts, but the lockout it clears is auth's.
@@ -298,6 +436,20 @@ async def unlock_user(
     """Clears a lockout after failed logins (role `admin`), at once; answers 204 also
     when the account was not locked."""
     await auth.lockouts.unlock(session, user, admin=admin)
+
+
+@admin_router.delete(
+    "/{user_id}/mfa",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(UserNotFound, admin=True),
+)
+async def reset_user_mfa(
+    user: TargetUser, admin: AdminPrincipal, session: SessionDep, auth: AuthDep
+) -> None:
+    """Turns a user's two-step verification off and voids their recovery codes (role
+    `admin`), for a user who lost both the app and the codes; the owner is told by
+    email. Answers 204 also when it was off."""
+    await auth.mfa.reset(session, user, admin=admin)
 
 
 # --- JWKS -----------------------------------------------------------------------------

@@ -18,13 +18,20 @@ __all__ = [
     "Accepted",
     "EmailVerification",
     "Login",
+    "MfaChallenge",
+    "MfaCode",
+    "MfaLogin",
+    "MfaPassword",
+    "MfaStatus",
     "PasswordChange",
     "PasswordForgot",
     "PasswordReset",
+    "RecoveryCodes",
     "RefreshRequest",
     "Registration",
     "SessionRead",
     "TokenPair",
+    "TotpSetup",
     "UserRead",
     "VerificationResend",
 ]
@@ -95,3 +102,55 @@ class PasswordReset(_Body):
 class PasswordChange(_Body):
     current_password: Password
     new_password: Password
+
+
+# --- multi-factor authentication ------------------------------------------------------
+
+#: A TOTP code is 6 digits and a recovery code 19 characters; room for spaces, no more.
+MfaCodeValue = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class MfaStatus(BaseModel):
+    enabled: bool
+    #: The second factors the account can use: ``totp``, ``recovery_code``.
+    methods: list[str]
+    recovery_codes_remaining: int
+
+
+class TotpSetup(BaseModel):
+    """A new secret to enter into an authenticator app, as text or as a QR code."""
+
+    #: Base32, 160 bits: for typing into an app by hand.
+    secret: str
+    #: The ``otpauth://totp/...`` URI that apps read from the QR code.
+    otpauth_uri: str
+    #: The QR code of ``otpauth_uri`` as a standalone SVG document.
+    qr_svg: str
+
+
+class MfaCode(_Body):
+    code: MfaCodeValue
+
+
+class MfaPassword(_Body):
+    password: Password
+
+
+class RecoveryCodes(BaseModel):
+    """Shown once: only their hashes are kept."""
+
+    recovery_codes: list[str]
+
+
+class MfaChallenge(BaseModel):
+    """The answer of a correct password for an account with MFA: no tokens yet."""
+
+    mfa_required: Literal[True] = True
+    #: Opaque and single-use; lives 5 minutes. Send it to ``POST /auth/login/mfa``.
+    mfa_token: str
+    mfa_methods: list[str]
+
+
+class MfaLogin(_Body):
+    mfa_token: RefreshTokenValue
+    code: MfaCodeValue

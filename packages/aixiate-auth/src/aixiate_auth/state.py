@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aixiate_core.app import Extension
+from aixiate_core.crypto import SecretBox
 from aixiate_core.events import DomainEvents
 from aixiate_core.resources import State
 from aixiate_core.security import RESOLVER_STATE_KEY
@@ -22,9 +23,11 @@ from aixiate_auth import subscribers
 from aixiate_auth.keys import KeyRing, signing_key_box
 from aixiate_auth.liveness import Liveness
 from aixiate_auth.lockout import Lockout
+from aixiate_auth.mfa import MfaChallenges
 from aixiate_auth.resolver import TokenResolver
 from aixiate_auth.services.lockout import LockoutService
 from aixiate_auth.services.login import LoginService
+from aixiate_auth.services.mfa import TOTP_BOX_PURPOSE, MfaService
 from aixiate_auth.services.recovery import RecoveryService
 from aixiate_auth.services.registration import RegistrationService
 from aixiate_auth.services.sessions import SessionService
@@ -44,6 +47,7 @@ class AuthState:
     resolver: TokenResolver
     sessions: SessionService
     login: LoginService
+    mfa: MfaService
     lockouts: LockoutService
     registration: RegistrationService
     recovery: RecoveryService
@@ -66,6 +70,17 @@ async def build_auth_state(state: State, settings: AuthSettings, users: UsersSta
         sessionmaker=sessionmaker,
     )
     lockouts = LockoutService(lockout=lockout, outbox=outbox, sessionmaker=sessionmaker)
+    mfa = MfaService(
+        issuer=core.product_name,
+        secret_key=core.secret(),
+        box=SecretBox(core.secret(), TOTP_BOX_PURPOSE),
+        passwords=users.passwords,
+        challenges=MfaChallenges(store),
+        lockouts=lockouts,
+        sessions=sessions,
+        outbox=outbox,
+        sessionmaker=sessionmaker,
+    )
     return AuthState(
         settings=settings,
         passwords=users.passwords,
@@ -85,8 +100,10 @@ async def build_auth_state(state: State, settings: AuthSettings, users: UsersSta
             passwords=users.passwords,
             lockouts=lockouts,
             sessions=sessions,
+            mfa=mfa,
             sessionmaker=sessionmaker,
         ),
+        mfa=mfa,
         lockouts=lockouts,
         registration=RegistrationService(
             users_settings=users.settings,

@@ -89,6 +89,17 @@ class Forbidden(AppError):
     default_detail = "You are not allowed to do this."
 
 
+class MfaRequired(Forbidden):
+    """The caller proved only a password where a second factor is required."""
+
+    code = "mfa_required"
+    title = "Second factor required"
+    default_detail = (
+        "This requires signing in with a second factor: turn on two-step verification "
+        "and sign in again."
+    )
+
+
 class NotFound(AppError):
     status_code = 404
     code = "not_found"
@@ -176,6 +187,12 @@ _PROBLEM_REF = f"#/components/schemas/{PROBLEM_SCHEMA_NAME}"
 _VALIDATION = (422, "validation_error", "The request is not valid; `errors` lists each field.")
 _UNAUTHENTICATED = (401, "not_authenticated / invalid_token", "The bearer token is missing or bad.")
 _FORBIDDEN = (403, "forbidden", "The caller lacks the admin role.")
+_MFA_REQUIRED = (
+    403,
+    "mfa_required",
+    "The admin role needs a second factor here (AIXIATE_MFA_REQUIRED_ROLES), and this "
+    "session's login had none.",
+)
 
 
 def problem_responses(
@@ -194,7 +211,7 @@ def problem_responses(
     if auth:
         entries.append(_UNAUTHENTICATED)
     if admin:
-        entries.append(_FORBIDDEN)
+        entries.extend((_FORBIDDEN, _MFA_REQUIRED))
     if validation:
         entries.append(_VALIDATION)
     by_status: defaultdict[int, list[str]] = defaultdict(list)

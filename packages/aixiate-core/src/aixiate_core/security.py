@@ -14,10 +14,15 @@ from uuid import UUID
 from fastapi import Depends, FastAPI, Request
 from fastapi.security import OAuth2PasswordBearer
 
-from aixiate_core.errors import Forbidden, NotAuthenticated
+from aixiate_core.errors import Forbidden, MfaRequired, NotAuthenticated
 from aixiate_core.openapi import amend_openapi
+from aixiate_core.settings import Settings
 
 SCHEME_NAME = "OAuth2PasswordBearer"
+
+
+#: The RFC 8176 method that says a login used more than one factor.
+MFA_METHOD = "mfa"
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,9 +30,15 @@ class Principal:
     user_id: UUID
     session_id: UUID
     roles: frozenset[str]
+    #: How the session's login was proven (RFC 8176 ``amr``): ``pwd``, ``otp``, ``mfa``.
+    amr: frozenset[str] = frozenset()
 
     def has_role(self, role: str) -> bool:
         return role in self.roles
+
+    @property
+    def used_mfa(self) -> bool:
+        return MFA_METHOD in self.amr
 
 
 class PrincipalResolver(Protocol):
@@ -88,12 +99,23 @@ def register_token_url(app: FastAPI, token_url: str) -> None:
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 
 
-def require_role(role: str) -> Callable[[Principal], Awaitable[Principal]]:
-    """A dependency that admits only callers holding ``role`` (403 ``forbidden`` otherwise)."""
+def check_role(principal: Principal, role: str, mfa_roles: frozenset[str]) -> None:
+    """403 ``forbidden`` without ``role``; 403 ``mfa_required`` when ``role`` is one of
+    ``mfa_roles`` and the caller's login had no second factor."""
+    if not principal.has_role(role):
+        raise Forbidden(f"This requires the {role!r} role.")
+    if role in mfa_roles and not principal.used_mfa:
+        raise MfaRequired()
 
-    async def dependency(principal: CurrentPrincipal) -> Principal:
-        if not principal.has_role(role):
-            raise Forbidden(f"This requires the {role!r} role.")
+
+def require_role(role: str) -> Callable[[Request, Principal], Awaitable[Principal]]:
+    """A dependency that admits only callers holding ``role`` (403 ``forbidden``
+    otherwise) and, when ``AIXIATE_MFA_REQUIRED_ROLES`` names it, who logged in with a
+    second factor (403 ``mfa_required``)."""
+
+    async def dependency(request: Request, principal: CurrentPrincipal) -> Principal:
+        settings: Settings = request.state.settings
+        check_role(principal, role, settings.mfa_required_roles)
         return principal
 
     dependency.__name__ = f"require_{role}"

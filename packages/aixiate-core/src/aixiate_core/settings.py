@@ -86,6 +86,10 @@ class Settings(BaseSettings):
 
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
+    # Roles whose routes also need a second factor: a caller holding one of them whose
+    # token lacks "mfa" in its amr gets 403 mfa_required there (aixiate_core.security).
+    mfa_required_roles: Annotated[frozenset[str], NoDecode] = Field(default_factory=frozenset)
+
     # Rate limits (aixiate_core.ratelimit), in the ``limits`` syntax: "10/minute", several
     # joined by ";" ("10/minute;100/hour"); an empty string turns that one limit off.
     # Per client IP (IPv6 per /64) and per target account (the address, keyed hashed).
@@ -134,6 +138,13 @@ class Settings(BaseSettings):
         # Accept the natural env form "10.0.0.1, 10.0.1.0/24" as well as a JSON list.
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("mfa_required_roles", mode="before")
+    @classmethod
+    def _split_roles(cls, value: object) -> object:
+        if isinstance(value, str):
+            return frozenset(part.strip() for part in value.split(",") if part.strip())
         return value
 
     @field_validator("trusted_proxies")

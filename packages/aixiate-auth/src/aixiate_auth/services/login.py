@@ -2,7 +2,9 @@
 
 Unknown addresses and wrong passwords cost the same and answer the same. A refused
 attempt is audited in a transaction of its own (the request's rolls back with the error)
-and counts toward the account's lockout.
+and counts toward the account's lockout. For an account with MFA a correct password
+yields a step-up challenge, not tokens, and leaves the lockout's failure count alone:
+only the second step clears it.
 """
 
 from dataclasses import dataclass
@@ -20,9 +22,12 @@ from aixiate_auth.errors import (
     AccountLocked,
     EmailNotVerified,
     InvalidCredentials,
+    MfaRequired,
 )
-from aixiate_auth.schemas import TokenPair
+from aixiate_auth.mfa import AMR_PASSWORD
+from aixiate_auth.schemas import MfaChallenge, TokenPair
 from aixiate_auth.services.lockout import LockoutService
+from aixiate_auth.services.mfa import MfaService
 from aixiate_auth.services.sessions import SessionService
 from aixiate_auth.settings import AuthSettings
 
@@ -33,9 +38,15 @@ class LoginService:
     passwords: Passwords
     lockouts: LockoutService
     sessions: SessionService
+    mfa: MfaService
     sessionmaker: async_sessionmaker[AsyncSession]
 
-    async def with_password(self, session: AsyncSession, *, email: str, password: str) -> TokenPair:
+    async def with_password(
+        self, session: AsyncSession, *, email: str, password: str, step_up: bool = True
+    ) -> TokenPair | MfaChallenge:
+        """Tokens, or for an account with MFA the challenge of a second step. Clients
+        that cannot take a second step (``step_up=False``: the OAuth2 password grant)
+        get 403 ``mfa_required`` for such an account, after the password is checked."""
         user = await UserRepository(session).get_by_email(email)
         await end_read(session)
         # Locks hold for unknown addresses too, and are checked before any hashing.
@@ -57,15 +68,27 @@ class LoginService:
         if check.new_hash is not None:
             user.password_hash = check.new_hash
             session.add(user)
+        if user.mfa_enabled:
+            if not step_up:
+                await self._failed("mfa_required", user)
+                raise MfaRequired(
+                    "This account signs in with a second factor: use POST /auth/login "
+                    "and POST /auth/login/mfa."
+                )
+            return await self.mfa.challenge(session, user, amr=[AMR_PASSWORD])
         await self.lockouts.succeeded(email)
-        pair, auth_session = await self.sessions.start(session, user)
+        pair, auth_session = await self.sessions.start(session, user, amr=[AMR_PASSWORD])
         await audit_service.record(
             session,
             "auth.login.succeeded",
             actor_id=user.id,
             target_type="user",
             target_id=user.id,
-            data={"session_id": str(auth_session.id), "rehashed": check.new_hash is not None},
+            data={
+                "session_id": str(auth_session.id),
+                "rehashed": check.new_hash is not None,
+                "amr": [AMR_PASSWORD],
+            },
         )
         return pair
 

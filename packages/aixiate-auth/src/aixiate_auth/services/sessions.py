@@ -113,8 +113,11 @@ class SessionService:
 
     # --- issuing ----------------------------------------------------------------------
 
-    async def start(self, session: AsyncSession, user: User) -> tuple[TokenPair, AuthSession]:
-        """A new session for ``user`` (who has just proven who they are) and its tokens."""
+    async def start(
+        self, session: AsyncSession, user: User, *, amr: Sequence[str] = ("pwd",)
+    ) -> tuple[TokenPair, AuthSession]:
+        """A new session for ``user`` (who has just proven who they are, by ``amr``: RFC
+        8176 method names) and its tokens."""
         now = utc_now()
         request = current_request()
         expires_at = now + timedelta(seconds=self.settings.session_absolute_ttl_seconds)
@@ -129,6 +132,7 @@ class SessionService:
             ),
             ip=request.ip if request else None,
             user_agent=user_agent[:512] if user_agent else None,
+            amr=" ".join(amr),
         )
         raw = new_token()
         await SessionRepository(session).add(auth_session, token_digest(raw))
@@ -144,6 +148,7 @@ class SessionService:
             user_id=issued.session.user_id,
             session_id=issued.session.id,
             roles=roles,
+            amr=issued.session.methods,
         )
         now = utc_now()
         return TokenPair(

@@ -9,7 +9,8 @@ class FakeClock:
     so stamps a store or a database compares with real ones still make sense.
 
     Call it where a ``Callable[[], float]`` is wanted; put it where a module's ``time`` is
-    (``monkeypatch.setattr(module, "time", clock)``) when that module reads ``monotonic()``.
+    (``monkeypatch.setattr(module, "time", clock)``) when that module reads ``monotonic()``
+    or ``time()``.
     """
 
     def __init__(self, now: float | None = None) -> None:
@@ -19,6 +20,9 @@ class FakeClock:
         return self.now
 
     def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
         return self.now
 
     def advance(self, seconds: float) -> None:
