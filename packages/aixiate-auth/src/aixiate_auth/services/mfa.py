@@ -219,6 +219,9 @@ class MfaService:
             raise InvalidMfaToken()
         method = await self._accept(session, user, code)
         if method is None:
+            # The failure's audit rolls the request back, which would expire the user
+            # that the lockout still needs: keep it as it was read.
+            session.expunge(user)
             await self._failed(session, user, "bad_code")
             if await self.challenges.attempts_left(challenge) == 0:
                 await self.challenges.discard(challenge)
@@ -320,6 +323,7 @@ class MfaService:
         check = await self.passwords.verify(password, user.password_hash)
         if check.valid:
             return
+        session.expunge(user)  # as in login: the rollback below must not expire it
         await audit_service.record_failure(
             session,
             self.sessionmaker,
