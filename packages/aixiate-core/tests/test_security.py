@@ -227,7 +227,7 @@ class TestMfaRequiredRoles:
         assert response.status_code == 200
 
     def test_the_setting_reads_a_comma_separated_list(self) -> None:
-        parsed = Settings(_env_file=None, mfa_required_roles=" admin, auditor ,")  # type: ignore[call-arg]
+        parsed = Settings(_env_file=None, mfa_required_roles=" admin, auditor ,")
 
         assert parsed.mfa_required_roles == frozenset({"admin", "auditor"})
 
