@@ -5,6 +5,7 @@ holds under concurrency and reveals tampering, and the query APIs show the right
 import asyncio
 import json
 import subprocess
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -12,6 +13,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import httpx
+import pyotp
 import pytest
 from aixiate_api.app import create_app
 from aixiate_api.wiring import purge_jobs
@@ -232,6 +234,50 @@ async def _reset(s: Service, ctx: dict[str, Any]) -> httpx.Response:
     )
 
 
+async def _mfa_setup(s: Service, ctx: dict[str, Any]) -> httpx.Response:
+    assert (await _login(s, ctx)).status_code == 200
+    response = await s.client.post(f"{API}/auth/mfa/totp/setup", headers=_me(ctx))
+    ctx["totp"] = pyotp.TOTP(response.json()["secret"])
+    s.secrets.update((response.json()["secret"], response.json()["otpauth_uri"]))
+    return response
+
+
+async def _mfa_confirm(s: Service, ctx: dict[str, Any]) -> httpx.Response:
+    code = ctx["totp"].now()
+    response = await s.client.post(
+        f"{API}/auth/mfa/totp/confirm", json={"code": code}, headers=_me(ctx)
+    )
+    s.secrets.update(response.json()["recovery_codes"])
+    return response
+
+
+async def _login_mfa(s: Service, ctx: dict[str, Any]) -> httpx.Response:
+    credentials = {"email": ctx["email"], "password": ctx["password"]}
+    challenge = (await s.client.post(f"{API}/auth/login", json=credentials)).json()
+    s.secrets.add(challenge["mfa_token"])
+    # The code the app shows next: the one that confirmed cannot be used again.
+    code = ctx["totp"].at(time.time() + 30)
+    response = await s.client.post(
+        f"{API}/auth/login/mfa", json={"mfa_token": challenge["mfa_token"], "code": code}
+    )
+    _keep_pair(s, ctx, "pair", response)
+    return response
+
+
+async def _mfa_recovery_codes(s: Service, ctx: dict[str, Any]) -> httpx.Response:
+    response = await s.client.post(
+        f"{API}/auth/mfa/recovery-codes", json={"password": ctx["password"]}, headers=_me(ctx)
+    )
+    s.secrets.update(response.json()["recovery_codes"])
+    return response
+
+
+async def _mfa_disable(s: Service, ctx: dict[str, Any]) -> httpx.Response:
+    return await s.client.request(
+        "DELETE", f"{API}/auth/mfa/totp", json={"password": ctx["password"]}, headers=_me(ctx)
+    )
+
+
 async def _logout(s: Service, ctx: dict[str, Any]) -> httpx.Response:
     assert (await _login(s, ctx)).status_code == 200
     return await s.client.post(f"{API}/auth/logout", headers=_me(ctx))
@@ -270,6 +316,10 @@ async def _admin_unlock(s: Service, ctx: dict[str, Any]) -> httpx.Response:
     return await s.client.post(f"{API}/users/{ctx['created'][0][2]}/unlock", headers=_admin(ctx))
 
 
+async def _admin_mfa_reset(s: Service, ctx: dict[str, Any]) -> httpx.Response:
+    return await s.client.delete(f"{API}/users/{ctx['created'][0][2]}/mfa", headers=_admin(ctx))
+
+
 async def _admin_delete(s: Service, ctx: dict[str, Any]) -> httpx.Response:
     return await s.client.delete(f"{API}/users/{ctx['created'][1][2]}", headers=_admin(ctx))
 
@@ -300,12 +350,18 @@ ROUTES: dict[tuple[str, str], Step] = {
     ("POST", f"{API}/auth/password/change"): _change_password,
     ("POST", f"{API}/auth/password/forgot"): _forgot,
     ("POST", f"{API}/auth/password/reset"): _reset,
+    ("POST", f"{API}/auth/mfa/totp/setup"): _mfa_setup,
+    ("POST", f"{API}/auth/mfa/totp/confirm"): _mfa_confirm,
+    ("POST", f"{API}/auth/login/mfa"): _login_mfa,
+    ("POST", f"{API}/auth/mfa/recovery-codes"): _mfa_recovery_codes,
+    ("DELETE", f"{API}/auth/mfa/totp"): _mfa_disable,
     ("POST", f"{API}/auth/logout"): _logout,
     ("POST", f"{API}/auth/logout-all"): _logout_all,
     ("POST", f"{API}/users/"): lambda s, ctx: _admin_create(s, ctx, "/users/"),
     ("POST", f"{API}/users"): lambda s, ctx: _admin_create(s, ctx, "/users"),
     ("PATCH", f"{API}/users/{{user_id}}"): _admin_update,
     ("POST", f"{API}/users/{{user_id}}/unlock"): _admin_unlock,
+    ("DELETE", f"{API}/users/{{user_id}}/mfa"): _admin_mfa_reset,
     ("DELETE", f"{API}/users/{{user_id}}"): _admin_delete,
     ("DELETE", f"{API}/users/me"): _delete_me,
 }

@@ -20,9 +20,10 @@ from aixiate_auth import mfa as mfa_module
 from aixiate_auth.client import JWKSTokenVerifier
 from aixiate_auth.models import RecoveryCode, TotpCredential
 from aixiate_auth.services import mfa as mfa_service_module
+from aixiate_auth.services.mfa import TOTP_BOX_PURPOSE
 from aixiate_auth.settings import AuthSettings
 from aixiate_auth.testing import AuthAppFactory, AuthAppVariant, UserFactory, jwt_part
-from aixiate_core.crypto import token_digest
+from aixiate_core.crypto import SecretBox, token_digest
 from aixiate_core.errors import install_error_handlers
 from aixiate_core.security import Principal
 from aixiate_core.settings import Settings
@@ -447,6 +448,59 @@ class TestSecondStep:
         response = await second_step(api, token, enrolled.next_code())
 
         assert_problem(response, 401, "invalid_mfa_token")
+
+    async def test_a_deactivated_account_cannot_finish(
+        self, api: httpx.AsyncClient, enroll: Any, db: Sessions
+    ) -> None:
+        enrolled: Enrolled = await enroll()
+        token = await challenge(api, enrolled)
+        async with db() as session, session.begin():
+            user = await session.get(User, enrolled.user.id)
+            assert user is not None
+            user.is_active = False
+
+        response = await second_step(api, token, enrolled.next_code())
+
+        assert_problem(response, 401, "invalid_mfa_token")
+        failures = await audit_events(db, "auth.mfa.failed", about=enrolled.user.id)
+        assert [event.reason for event in failures] == ["stale_token"]
+
+    async def test_a_locked_account_is_refused_before_the_code_is_judged(
+        self, api: httpx.AsyncClient, enroll: Any, auth_settings: AuthSettings
+    ) -> None:
+        enrolled: Enrolled = await enroll()
+        pending = await challenge(api, enrolled)
+        wrong = enrolled.code(10)
+        for _ in range(auth_settings.lockout_max_failures):
+            await second_step(api, await challenge(api, enrolled), wrong)
+
+        response = await second_step(api, pending, enrolled.next_code())
+
+        body = assert_problem(response, 429, "account_locked")
+        assert int(response.headers["retry-after"]) > 0
+        assert body["status"] == 429
+
+    async def test_a_secret_sealed_under_another_key_refuses_codes_not_recovery_codes(
+        self, api: httpx.AsyncClient, enroll: Any, db: Sessions
+    ) -> None:
+        enrolled: Enrolled = await enroll()
+        # As after AIXIATE_SECRET_KEY changed: the stored secret no longer opens.
+        other = SecretBox("another-secret-key-of-32-characters!", TOTP_BOX_PURPOSE)
+        async with db() as session, session.begin():
+            row = (
+                await session.exec(
+                    select(TotpCredential).where(col(TotpCredential.user_id) == enrolled.user.id)
+                )
+            ).one()
+            row.secret = other.seal(enrolled.secret.encode())
+
+        code = await second_step(api, await challenge(api, enrolled), enrolled.next_code())
+        recovered = await second_step(
+            api, await challenge(api, enrolled), enrolled.recovery_codes[0]
+        )
+
+        assert_problem(code, 401, "invalid_mfa_code")
+        assert recovered.status_code == 200, recovered.text
 
     async def test_the_oauth2_password_grant_answers_mfa_required(
         self, api: httpx.AsyncClient, enroll: Any

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import structlog
 from aixiate_audit import service as audit_service
-from aixiate_core.crypto import SecretBox, keyed_digest
+from aixiate_core.crypto import DecryptionError, SecretBox, keyed_digest
 from aixiate_core.db import end_read, utc_now
 from aixiate_core.errors import InvalidToken
 from aixiate_core.outbox import Outbox
@@ -101,7 +101,7 @@ class MfaService:
             raise InvalidMfaCode(
                 "Start with POST /auth/mfa/totp/setup: there is no secret to confirm."
             )
-        step = mfa.matching_step(self._open(credential.secret), code, time.time())
+        step = self._step(credential.secret, code)
         if step is None or not await repository.accept_step(user.id, step, utc_now()):
             await audit_service.record_failure(
                 session,
@@ -240,7 +240,7 @@ class MfaService:
             credential = await repository.totp(user.id)
             if credential is None or credential.confirmed_at is None:
                 return None
-            step = mfa.matching_step(self._open(credential.secret), code, time.time())
+            step = self._step(credential.secret, code)
             if step is not None and await repository.accept_step(user.id, step, utc_now()):
                 return mfa.TOTP_METHOD
             return None
@@ -297,8 +297,18 @@ class MfaService:
             raise InvalidToken("The session of this token has ended.")
         return user
 
-    def _open(self, sealed: bytes) -> str:
-        return self.box.open(sealed).decode()
+    def _open(self, sealed: bytes) -> str | None:
+        """The secret, or None when it was sealed under another secret key (the key was
+        rotated): no code can match it then, and recovery codes still work."""
+        try:
+            return self.box.open(sealed).decode()
+        except DecryptionError:
+            log.error("auth.mfa.secret_unreadable")
+            return None
+
+    def _step(self, sealed: bytes, code: str) -> int | None:
+        secret = self._open(sealed)
+        return None if secret is None else mfa.matching_step(secret, code, time.time())
 
     async def _new_codes(self, session: AsyncSession, user: User) -> list[str]:
         codes = mfa.new_recovery_codes()
