@@ -159,6 +159,21 @@ class TestRequestBodies:
 
         assert_problem(response, status, code)
 
+    async def test_no_body_at_all_is_a_missing_body_not_a_media_type(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        response = await client.post("/signup")
+
+        body = assert_problem(response, 422, "validation_error")
+        assert [tuple(err["loc"]) for err in body["errors"]] == [("body",)]
+
+    async def test_bytes_without_a_content_type_are_an_unsupported_media_type(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        response = await client.post("/signup", content=b"email=a@example.com")
+
+        assert_problem(response, 415, "unsupported_media_type")
+
     async def test_validation_error_lists_errors(self, client: httpx.AsyncClient) -> None:
         response = await client.post("/signup", json={"email": "a", "password": SECRET_INPUT})
 

@@ -5,6 +5,7 @@ from aixiate_core.errors import AppError, Conflict, InvalidToken, MfaRequired, N
 __all__ = [
     "AccountInactive",
     "AccountLocked",
+    "CsrfFailed",
     "EmailNotVerified",
     "InvalidCredentials",
     "InvalidMfaCode",
@@ -119,3 +120,15 @@ class MfaNotEnabled(Conflict):
     code = "mfa_not_enabled"
     title = "MFA not enabled"
     default_detail = "Two-step verification is not on for this account."
+
+
+class CsrfFailed(AppError):
+    """A cookie-transport request without the CSRF proof, or from a foreign origin."""
+
+    status_code = 403
+    code = "csrf_failed"
+    title = "CSRF check failed"
+    default_detail = (
+        "Send the X-CSRF-Token header with the value of the __Host-aixiate_csrf cookie "
+        "(or the X-CSRF-Token header of the last token answer), from an allowed origin."
+    )

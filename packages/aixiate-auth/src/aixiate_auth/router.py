@@ -8,17 +8,19 @@ from uuid import UUID
 from aixiate_core.db import SessionDep
 from aixiate_core.errors import RateLimited, problem_responses
 from aixiate_core.ratelimit import Throttle, rate_limit
-from aixiate_core.security import AdminPrincipal, CurrentPrincipal
+from aixiate_core.security import AdminPrincipal, CurrentPrincipal, Principal, get_principal
 from aixiate_users.dependencies import TargetUser
 from aixiate_users.errors import InvalidActionToken, InvalidPassword, UserNotFound, WeakPassword
 from aixiate_users.models import User
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import OAuth2PasswordRequestForm
 
 from aixiate_auth.dependencies import AuthDep
 from aixiate_auth.errors import (
     AccountInactive,
     AccountLocked,
+    CsrfFailed,
     EmailNotVerified,
     InvalidCredentials,
     InvalidMfaCode,
@@ -52,6 +54,7 @@ from aixiate_auth.schemas import (
     UserRead,
     VerificationResend,
 )
+from aixiate_auth.transport import Transport
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -138,6 +141,25 @@ def _token_response[T: TokenPair | MfaChallenge | RecoveryCodes | TotpSetup](
     return answer
 
 
+#: ``?transport=cookie``: the refresh token goes into an HttpOnly cookie (browser apps).
+TransportQuery = Annotated[
+    Transport,
+    Query(
+        description="`cookie`: the refresh token is set as the HttpOnly cookie "
+        "`__Host-aixiate_refresh` (and `refresh_token` is null); `body`: it is in the JSON."
+    ),
+]
+
+
+def _deliver[T: TokenPair | MfaChallenge](
+    response: Response, answer: T, transport: Transport, auth: AuthDep
+) -> T:
+    """The answer of a route that issues tokens, by the requested transport."""
+    if transport == "cookie" and isinstance(answer, TokenPair):
+        answer = auth.cookies.issue(response, answer)  # type: ignore[assignment]
+    return _token_response(response, answer)
+
+
 @router.post(
     "/login",
     response_model=TokenPair | MfaChallenge,
@@ -151,7 +173,12 @@ def _token_response[T: TokenPair | MfaChallenge | RecoveryCodes | TotpSetup](
     ),
 )
 async def login(
-    body: Login, session: SessionDep, auth: AuthDep, response: Response, limit: LoginLimit
+    body: Login,
+    session: SessionDep,
+    auth: AuthDep,
+    response: Response,
+    limit: LoginLimit,
+    transport: TransportQuery = "body",
 ) -> TokenPair | MfaChallenge:
     """Exchanges email and password for an access token and a refresh token.
 
@@ -166,7 +193,7 @@ async def login(
     """
     await limit.account(body.email)
     answer = await auth.login.with_password(session, email=body.email, password=body.password)
-    return _token_response(response, answer)
+    return _deliver(response, answer, transport, auth)
 
 
 @router.post(
@@ -177,7 +204,12 @@ async def login(
     ),
 )
 async def login_mfa(
-    body: MfaLogin, session: SessionDep, auth: AuthDep, response: Response, limit: MfaLimit
+    body: MfaLogin,
+    session: SessionDep,
+    auth: AuthDep,
+    response: Response,
+    limit: MfaLimit,
+    transport: TransportQuery = "body",
 ) -> TokenPair:
     """The second step of a login with two-step verification: the `mfa_token` from
     `/auth/login` and a code from the authenticator app, or one of the recovery codes.
@@ -189,7 +221,7 @@ async def login_mfa(
     pair = await auth.mfa.login(
         session, mfa_token=body.mfa_token, code=body.code, throttle_account=limit.account
     )
-    return _token_response(response, pair)
+    return _deliver(response, pair, transport, auth)
 
 
 @router.post(
@@ -227,23 +259,75 @@ async def token(
 @router.post(
     "/refresh",
     response_model=TokenPair,
-    responses=problem_responses(InvalidRefreshToken, TokenReused, RateLimited, auth=False),
+    responses=problem_responses(
+        InvalidRefreshToken, TokenReused, CsrfFailed, RateLimited, auth=False
+    ),
     dependencies=[Depends(rate_limit("refresh"))],
 )
 async def refresh(
-    body: RefreshRequest, session: SessionDep, auth: AuthDep, response: Response
+    request: Request,
+    session: SessionDep,
+    auth: AuthDep,
+    response: Response,
+    transport: TransportQuery = "body",
+    body: RefreshRequest | None = None,
 ) -> TokenPair:
     """Rotates the refresh token: the answer carries a new pair and the old refresh token
     stops working. Presenting an already-rotated token ends the whole session (someone
-    may have copied it) and answers 401 `token_reused`."""
-    pair = await auth.sessions.refresh(session, body.refresh_token)
-    return _token_response(response, pair)
+    may have copied it) and answers 401 `token_reused`.
+
+    With `?transport=cookie` and no body, the refresh token comes from the
+    `__Host-aixiate_refresh` cookie and the new one goes back there; the request needs
+    the `X-CSRF-Token` header (the `__Host-aixiate_csrf` cookie's value) and, when the
+    browser sends `Origin`, an allowed origin: 403 `csrf_failed` otherwise.
+    """
+    if transport == "cookie":
+        raw = auth.cookies.refresh_token(request)
+        assert raw is not None  # required: a missing cookie raised
+    elif body is None:
+        raise RequestValidationError(
+            [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
+        )
+    else:
+        raw = body.refresh_token
+    pair = await auth.sessions.refresh(session, raw)
+    return _deliver(response, pair, transport, auth)
 
 
-@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses())
-async def logout(principal: CurrentPrincipal, session: SessionDep, auth: AuthDep) -> None:
-    """Ends the current session; its tokens stop working on the next request, everywhere."""
-    await auth.sessions.logout(session, principal)
+async def _caller_unless_cookie(
+    request: Request, transport: TransportQuery = "body"
+) -> Principal | None:
+    # Cookie transport identifies the session by its cookie: after a reload the app
+    # holds no access token, and must still be able to sign out.
+    return None if transport == "cookie" else await get_principal(request)
+
+
+@router.post(
+    "/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(CsrfFailed),
+    openapi_extra={"security": [{"OAuth2PasswordBearer": []}, {}]},
+)
+async def logout(
+    request: Request,
+    session: SessionDep,
+    auth: AuthDep,
+    response: Response,
+    principal: Annotated[Principal | None, Depends(_caller_unless_cookie)],
+) -> None:
+    """Ends the current session; its tokens stop working on the next request, everywhere.
+
+    With `?transport=cookie` (no bearer token needed) it ends the session of the
+    `__Host-aixiate_refresh` cookie, with the same CSRF checks as a cookie refresh, and
+    clears both cookies.
+    """
+    if principal is not None:
+        await auth.sessions.logout(session, principal)
+        return
+    raw = auth.cookies.refresh_token(request, required=False)
+    if raw is not None:
+        await auth.sessions.logout_by_refresh_token(session, raw)
+    auth.cookies.clear(response)
 
 
 @router.post("/logout-all", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses())

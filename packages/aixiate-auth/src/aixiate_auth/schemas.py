@@ -70,7 +70,8 @@ class Login(_Body):
 
 class TokenPair(BaseModel):
     access_token: str
-    refresh_token: str
+    #: None with ``?transport=cookie``: the refresh token is then in an HttpOnly cookie.
+    refresh_token: str | None
     token_type: Literal["bearer"] = "bearer"  # noqa: S105 - the OAuth2 token type
     expires_in: int
     refresh_expires_in: int

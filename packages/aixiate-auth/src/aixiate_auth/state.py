@@ -32,6 +32,7 @@ from aixiate_auth.services.recovery import RecoveryService
 from aixiate_auth.services.registration import RegistrationService
 from aixiate_auth.services.sessions import SessionService
 from aixiate_auth.settings import AuthSettings
+from aixiate_auth.transport import CookieTransport
 
 #: The lifespan state entry that holds the :class:`AuthState`.
 STATE_KEY = "auth"
@@ -51,6 +52,7 @@ class AuthState:
     lockouts: LockoutService
     registration: RegistrationService
     recovery: RecoveryService
+    cookies: CookieTransport
 
 
 async def build_auth_state(state: State, settings: AuthSettings, users: UsersState) -> AuthState:
@@ -111,6 +113,7 @@ async def build_auth_state(state: State, settings: AuthSettings, users: UsersSta
             outbox=outbox,
             sessionmaker=sessionmaker,
         ),
+        cookies=CookieTransport(secret_key=core.secret(), origins=core.browser_origins),
         recovery=RecoveryService(
             settings=settings,
             passwords=users.passwords,

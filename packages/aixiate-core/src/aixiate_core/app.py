@@ -12,6 +12,7 @@ from typing import Any, cast
 
 from fastapi import FastAPI
 
+from aixiate_core.cors import ProblemCORSMiddleware
 from aixiate_core.email_templates import EmailTemplates
 from aixiate_core.errors import install_error_handlers
 from aixiate_core.events import DomainEvents
@@ -76,6 +77,13 @@ def assemble(
     app.state.metrics = Metrics()
     app.state.events = events
     install_error_handlers(app)
+    if settings.cors_origins:
+        # Inside the request middleware, so preflights get a request id and a log line.
+        app.add_middleware(
+            ProblemCORSMiddleware,
+            origins=settings.cors_origins,
+            max_age=settings.cors_max_age_seconds,
+        )
     app.add_middleware(
         RequestMiddleware,
         metrics=app.state.metrics,

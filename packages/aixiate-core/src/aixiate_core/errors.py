@@ -290,6 +290,8 @@ def _is_unsupported_body(request: Request, errors: Sequence[Any]) -> bool:
     # FastAPI parses JSON only for JSON content types; any other type leaves raw bytes that
     # then fail validation at loc ("body",). That is the client's media type, not its data.
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if not content_type and request.headers.get("content-length", "0") == "0":
+        return False  # no body at all: nothing's media type to refuse, the body is missing
     if content_type == "application/json" or content_type.endswith("+json"):
         return False
     if content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):

@@ -6,6 +6,7 @@ import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal, Self
+from urllib.parse import urlsplit
 
 from limits import parse_many
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -20,6 +21,23 @@ FailMode = Literal["fail_open", "fail_closed"]
 DEV_SECRET_FILE = Path(".aixiate-dev-secret")
 MIN_SECRET_KEY_LENGTH = 32
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./aixiate.db"
+
+
+def origin_of(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``, lower-cased, default ports dropped, as a
+    browser writes it in ``Origin``; "" for something that is not an http(s) URL."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return ""
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return ""
+    host = parts.hostname
+    if ":" in host:
+        host = f"[{host}]"
+    default = {"http": 80, "https": 443}[parts.scheme]
+    return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
 
 
 class UnsafeSettingsError(ValueError):
@@ -86,6 +104,11 @@ class Settings(BaseSettings):
 
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
+    # Origins of browser apps allowed to call the API with credentials (CORS), e.g.
+    # "https://app.example.com,http://localhost:3000". Empty: no CORS headers at all.
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    cors_max_age_seconds: int = Field(default=600, ge=0, le=86400)
+
     # Roles whose routes also need a second factor: a caller holding one of them whose
     # token lacks "mfa" in its amr gets 403 mfa_required there (aixiate_core.security).
     mfa_required_roles: Annotated[frozenset[str], NoDecode] = Field(default_factory=frozenset)
@@ -147,6 +170,25 @@ class Settings(BaseSettings):
             return frozenset(part.strip() for part in value.split(",") if part.strip())
         return value
 
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # An origin is exactly scheme://host[:port]: a path, a wildcard or a trailing
+        # slash would never match what a browser sends, or match far too much.
+        for origin in value:
+            if origin_of(origin) != origin:
+                raise ValueError(
+                    f"{origin!r} is not an origin: write scheme://host[:port], nothing more"
+                )
+        return value
+
     @field_validator("trusted_proxies")
     @classmethod
     def _check_proxies(cls, value: list[str]) -> list[str]:
@@ -180,6 +222,12 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must be an http(s) URL")
         return value.rstrip("/")
+
+    @property
+    def browser_origins(self) -> frozenset[str]:
+        """Origins whose pages may use the API's cookies: the CORS origins and the front
+        end's own (``public_url``)."""
+        return frozenset({*self.cors_origins, origin_of(self.public_url)})
 
     @property
     def is_sqlite(self) -> bool:

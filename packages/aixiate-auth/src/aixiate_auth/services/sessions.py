@@ -280,6 +280,24 @@ class SessionService:
             target_id=principal.session_id,
         )
 
+    async def logout_by_refresh_token(self, session: AsyncSession, refresh_token: str) -> None:
+        """Cookie transport's logout: ends the session the refresh token belongs to (a
+        rotated one too: it can only come from that session's cookie jar)."""
+        repository = SessionRepository(session)
+        session_id = await repository.session_of_refresh_token(token_digest(refresh_token))
+        auth_session = await repository.get(session_id) if session_id else None
+        if auth_session is None or auth_session.revoked_at is not None:
+            return
+        await self.revoke(session, [auth_session.id], "logout")
+        await audit_service.record(
+            session,
+            "auth.logout",
+            actor_id=auth_session.user_id,
+            target_type="session",
+            target_id=auth_session.id,
+            data={"transport": "cookie"},
+        )
+
     async def logout_all(self, session: AsyncSession, principal: Principal) -> None:
         revoked = await self.revoke_all(session, principal.user_id, "logout_all")
         await audit_service.record(
