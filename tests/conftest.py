@@ -142,12 +142,14 @@ def running_services(
         for name in names:
             port = free_port()
             log = workdir / f"{name}.log"
+            # Each process knows its own public address (OAuth callbacks are built on it).
+            own_env = {"AIXIATE_API_URL": f"http://127.0.0.1:{port}"} | env
             with log.open("wb") as out:
                 processes.append(
                     subprocess.Popen(  # noqa: S603 - our own command line
                         [sys.executable, "-m", "aixiate_api", "serve", "--port", str(port)],
                         cwd=workdir,  # no stray .env from the checkout
-                        env=env,
+                        env=own_env,
                         stdout=out,
                         stderr=subprocess.STDOUT,
                     )

@@ -6,10 +6,11 @@ import asyncio
 import json
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 from uuid import UUID, uuid4
 
 import httpx
@@ -21,6 +22,9 @@ from aixiate_audit import retention
 from aixiate_audit import service as audit_service
 from aixiate_audit.models import AuditEvent
 from aixiate_audit.repository import AuditRepository
+from aixiate_auth.oauth import ProviderSettings
+from aixiate_auth.settings import AuthSettings
+from aixiate_auth.testing_provider import FakeOIDCProvider, ProviderUser, approve
 from aixiate_core.app import API_PREFIX
 from aixiate_core.db import SessionDep, commit, create_engine, create_sessionmaker, utc_now
 from aixiate_core.settings import Settings
@@ -32,6 +36,7 @@ from aixiate_users.schemas import AdminUserCreate, UserUpdate
 from aixiate_users.testing import audit_events
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
+from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -70,6 +75,7 @@ class Service:
     app: FastAPI
     client: httpx.AsyncClient
     inbox: Inbox
+    oidc: FakeOIDCProvider
     #: Every password and token a walk used: none may show up in the log or the table.
     secrets: set[str] = field(default_factory=set)
 
@@ -107,19 +113,32 @@ class Service:
 
 
 @pytest.fixture
-async def service(settings: Settings, make_service: ServiceFactory) -> AsyncIterator[Service]:
+def oidc() -> Iterator[FakeOIDCProvider]:
+    with FakeOIDCProvider() as provider:
+        yield provider
+
+
+@pytest.fixture
+async def service(
+    settings: Settings, make_service: ServiceFactory, oidc: FakeOIDCProvider
+) -> AsyncIterator[Service]:
     app_settings = settings.model_copy(
         update={
             "outbox_dispatcher_enabled": False,
             "housekeeping_enabled": False,
             "public_url": "https://app.example.com",
+            "api_url": "http://aixiate.test",
         }
     )
-    app = make_service(app_settings, password_hash_workers=2)
+    provider = ProviderSettings(
+        issuer=oidc.issuer, client_id=oidc.client_id, client_secret=SecretStr(oidc.client_secret)
+    )
+    auth_settings = AuthSettings(_env_file=None, oauth_providers={"acme": provider})
+    app = make_service(app_settings, auth_settings, password_hash_workers=2)
     inbox = Inbox(app_settings)
     try:
         async with serve(app) as client:
-            yield Service(app, client, inbox)
+            yield Service(app, client, inbox, oidc)
     finally:
         await inbox.engine.dispose()
 
@@ -278,6 +297,58 @@ async def _mfa_disable(s: Service, ctx: dict[str, Any]) -> httpx.Response:
     )
 
 
+RETURN = "https://app.example.com/signed-in"
+
+
+async def _callback(s: Service, authorize_url: str) -> str:
+    """Approves at the provider and follows its redirect back: the front-end URL."""
+    callback = urlsplit(await approve(authorize_url))
+    response = await s.client.get(f"{callback.path}?{callback.query}")
+    assert response.status_code == 302, response.text
+    return response.headers["location"]
+
+
+async def _oauth_link_start(s: Service, ctx: dict[str, Any]) -> httpx.Response:
+    s.oidc.next_user = ProviderUser.random()
+    response = await s.client.post(
+        f"{API}/users/me/identities/acme", json={"redirect_uri": RETURN}, headers=_me(ctx)
+    )
+    assert "linked=acme" in await _callback(s, response.json()["authorize_url"])
+    return response
+
+
+async def _oauth_unlink(s: Service, ctx: dict[str, Any]) -> httpx.Response:
+    return await s.client.delete(f"{API}/users/me/identities/acme", headers=_me(ctx))
+
+
+async def _oauth_code(s: Service, user: ProviderUser) -> str:
+    s.oidc.next_user = user
+    start = await s.client.get(f"{API}/auth/oauth/acme/authorize", params={"redirect_uri": RETURN})
+    landing = await _callback(s, start.headers["location"])
+    code = parse_qs(urlsplit(landing).query)["code"][0]
+    s.secrets.add(code)
+    return code
+
+
+async def _oauth_exchange(s: Service, ctx: dict[str, Any]) -> httpx.Response:
+    code = await _oauth_code(s, ProviderUser.random())
+    response = await s.client.post(f"{API}/auth/oauth/exchange", json={"code": code})
+    _keep_pair(s, ctx, "oauth_pair", response)
+    return response
+
+
+async def _oauth_link(s: Service, ctx: dict[str, Any]) -> httpx.Response:
+    code = await _oauth_code(s, ProviderUser(subject=f"walk-{uuid4().hex}", email=ctx["email"]))
+    refused = await s.client.post(f"{API}/auth/oauth/exchange", json={"code": code})
+    link_token = refused.json()["link_token"]
+    s.secrets.add(link_token)
+    response = await s.client.post(
+        f"{API}/auth/oauth/link", json={"link_token": link_token, "password": ctx["password"]}
+    )
+    _keep_pair(s, ctx, "pair", response)
+    return response
+
+
 async def _logout(s: Service, ctx: dict[str, Any]) -> httpx.Response:
     assert (await _login(s, ctx)).status_code == 200
     return await s.client.post(f"{API}/auth/logout", headers=_me(ctx))
@@ -355,6 +426,10 @@ ROUTES: dict[tuple[str, str], Step] = {
     ("POST", f"{API}/auth/login/mfa"): _login_mfa,
     ("POST", f"{API}/auth/mfa/recovery-codes"): _mfa_recovery_codes,
     ("DELETE", f"{API}/auth/mfa/totp"): _mfa_disable,
+    ("POST", f"{API}/users/me/identities/{{provider}}"): _oauth_link_start,
+    ("DELETE", f"{API}/users/me/identities/{{provider}}"): _oauth_unlink,
+    ("POST", f"{API}/auth/oauth/exchange"): _oauth_exchange,
+    ("POST", f"{API}/auth/oauth/link"): _oauth_link,
     ("POST", f"{API}/auth/logout"): _logout,
     ("POST", f"{API}/auth/logout-all"): _logout_all,
     ("POST", f"{API}/users/"): lambda s, ctx: _admin_create(s, ctx, "/users/"),

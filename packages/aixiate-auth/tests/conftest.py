@@ -16,6 +16,7 @@ import httpx
 import pytest
 from aixiate_audit import service as audit_service
 from aixiate_auth import emails as auth_emails
+from aixiate_auth.oauth_router import identities_router, oauth_router
 from aixiate_auth.router import admin_router, jwks_router
 from aixiate_auth.router import router as auth_router
 from aixiate_auth.settings import AuthSettings
@@ -154,7 +155,15 @@ def build_auth_app(
     )
     started.append(app)
     app.include_router(jwks_router)
-    for router in (users_router, admin_router, confirm_email_router, auth_router):
+    routers = (
+        users_router,
+        identities_router,
+        admin_router,
+        confirm_email_router,
+        auth_router,
+        oauth_router,
+    )
+    for router in routers:
         app.include_router(router, prefix=API_PREFIX)
     return app
 

@@ -1,21 +1,37 @@
 """Errors of the auth package; core's handlers render them as RFC 9457 problems."""
 
-from aixiate_core.errors import AppError, Conflict, InvalidToken, MfaRequired, NotFound
+from aixiate_core.errors import (
+    AppError,
+    BadRequest,
+    Conflict,
+    InvalidToken,
+    MfaRequired,
+    NotFound,
+)
 
 __all__ = [
     "AccountInactive",
     "AccountLocked",
     "CsrfFailed",
     "EmailNotVerified",
+    "IdentityNotFound",
+    "IdentityTaken",
     "InvalidCredentials",
+    "InvalidExchangeCode",
+    "InvalidLinkToken",
     "InvalidMfaCode",
     "InvalidMfaToken",
+    "InvalidOAuthState",
+    "InvalidRedirectUri",
     "InvalidRefreshToken",
+    "LastCredential",
+    "LinkRequired",
     "MfaAlreadyEnabled",
     "MfaNotEnabled",
     "MfaRequired",
     "SessionNotFound",
     "TokenReused",
+    "UnknownProvider",
     "WrongMfaCode",
 ]
 
@@ -131,4 +147,71 @@ class CsrfFailed(AppError):
     default_detail = (
         "Send the X-CSRF-Token header with the value of the __Host-aixiate_csrf cookie "
         "(or the X-CSRF-Token header of the last token answer), from an allowed origin."
+    )
+
+
+# --- social login -----------------------------------------------------------------------
+
+
+class UnknownProvider(NotFound):
+    default_detail = "No such sign-in provider."
+
+
+class InvalidRedirectUri(BadRequest):
+    code = "invalid_redirect_uri"
+    title = "Redirect URI not allowed"
+    default_detail = (
+        "The redirect_uri is not one of the front-end URLs this service may send users "
+        "back to (AIXIATE_OAUTH_REDIRECT_URLS)."
+    )
+
+
+class InvalidOAuthState(BadRequest):
+    """A callback whose ``state`` is missing, unknown, used or expired: there is no
+    trustworthy place to send the browser back to, so it gets a problem."""
+
+    code = "invalid_state"
+    title = "Invalid state"
+    default_detail = "This sign-in attempt is unknown, used up or expired; start again."
+
+
+class InvalidExchangeCode(BadRequest):
+    code = "invalid_exchange_code"
+    title = "Invalid exchange code"
+    default_detail = "The code is used up, expired or unknown; sign in again."
+
+
+class InvalidLinkToken(BadRequest):
+    code = "invalid_link_token"
+    title = "Invalid link token"
+    default_detail = "The link token is used up, expired or unknown; sign in again."
+
+
+class LinkRequired(Conflict):
+    """An account with the provider's address exists: it is linked only once its owner
+    proves who they are (``POST /auth/oauth/link``), never silently."""
+
+    code = "link_required"
+    title = "Link required"
+    default_detail = (
+        "An account with this email address exists. Sign in to it with its password to "
+        "link this provider: POST /auth/oauth/link with the link_token."
+    )
+
+
+class IdentityTaken(Conflict):
+    code = "identity_taken"
+    title = "Identity taken"
+    default_detail = "That provider account is already linked to another account."
+
+
+class IdentityNotFound(NotFound):
+    default_detail = "No identity of that provider is linked to this account."
+
+
+class LastCredential(Conflict):
+    code = "last_credential"
+    title = "Last way in"
+    default_detail = (
+        "This is the account's only way to sign in: set a password or link another provider first."
     )

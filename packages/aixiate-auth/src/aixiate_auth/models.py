@@ -3,7 +3,7 @@ from typing import Any
 from uuid import UUID
 
 from aixiate_core.db import TableBase, UTCDateTime, utc_now
-from sqlalchemy import JSON, BigInteger, Column, ForeignKey, LargeBinary, Uuid
+from sqlalchemy import JSON, BigInteger, Column, ForeignKey, LargeBinary, UniqueConstraint, Uuid
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field
 
@@ -108,3 +108,26 @@ class RecoveryCode(TableBase, table=True):
     )
     code_hash: str = Field(max_length=64)
     used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class OAuthIdentity(TableBase, table=True):
+    """An account at an external provider that signs in as one of our users. Keyed by
+    (provider, subject), never by email: an address can change hands at a provider, a
+    subject cannot. One identity per provider and user."""
+
+    __tablename__ = "oauth_identity"
+    __table_args__ = (
+        UniqueConstraint("provider", "subject", name="oauth_identity_provider_subject_key"),
+        UniqueConstraint("user_id", "provider", name="oauth_identity_user_id_provider_key"),
+    )
+
+    user_id: UUID = Field(
+        sa_column=Column(
+            Uuid(), ForeignKey("user_account.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+    provider: str = Field(max_length=32)
+    subject: str = Field(max_length=255)
+    # The address the provider reported when the identity was linked (for the owner's
+    # list only; never used to find an account).
+    email: str | None = Field(default=None, max_length=320)

@@ -5,11 +5,13 @@ from datetime import datetime
 from uuid import UUID
 
 from sqlalchemy import delete, func, or_, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from aixiate_auth.models import (
     AuthSession,
+    OAuthIdentity,
     RecoveryCode,
     RefreshToken,
     SigningKey,
@@ -209,3 +211,38 @@ class MfaRepository:
         confirmed = any(value is not None for value in removed.scalars())
         await self.session.exec(delete(RecoveryCode).where(col(RecoveryCode.user_id) == user_id))
         return confirmed
+
+
+class IdentityRepository:
+    """Users' identities at external providers."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def find(self, provider: str, subject: str) -> OAuthIdentity | None:
+        statement = select(OAuthIdentity).where(
+            col(OAuthIdentity.provider) == provider, col(OAuthIdentity.subject) == subject
+        )
+        return (await self.session.exec(statement)).first()
+
+    async def of_user(self, user_id: UUID) -> list[OAuthIdentity]:
+        statement = (
+            select(OAuthIdentity)
+            .where(col(OAuthIdentity.user_id) == user_id)
+            .order_by(col(OAuthIdentity.created_at))
+        )
+        return list((await self.session.exec(statement)).all())
+
+    async def add(self, identity: OAuthIdentity) -> bool:
+        """False when the provider identity, or this user's identity at that provider,
+        exists already: the unique constraints decide, so concurrent links make one."""
+        try:
+            async with self.session.begin_nested():
+                self.session.add(identity)
+        except IntegrityError:
+            return False
+        return True
+
+    async def remove(self, identity: OAuthIdentity) -> None:
+        await self.session.delete(identity)
+        await self.session.flush()

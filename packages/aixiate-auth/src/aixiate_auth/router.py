@@ -151,7 +151,7 @@ TransportQuery = Annotated[
 ]
 
 
-def _deliver[T: TokenPair | MfaChallenge](
+def deliver[T: TokenPair | MfaChallenge](
     response: Response, answer: T, transport: Transport, auth: AuthDep
 ) -> T:
     """The answer of a route that issues tokens, by the requested transport."""
@@ -193,7 +193,7 @@ async def login(
     """
     await limit.account(body.email)
     answer = await auth.login.with_password(session, email=body.email, password=body.password)
-    return _deliver(response, answer, transport, auth)
+    return deliver(response, answer, transport, auth)
 
 
 @router.post(
@@ -221,7 +221,7 @@ async def login_mfa(
     pair = await auth.mfa.login(
         session, mfa_token=body.mfa_token, code=body.code, throttle_account=limit.account
     )
-    return _deliver(response, pair, transport, auth)
+    return deliver(response, pair, transport, auth)
 
 
 @router.post(
@@ -291,7 +291,7 @@ async def refresh(
     else:
         raw = body.refresh_token
     pair = await auth.sessions.refresh(session, raw)
-    return _deliver(response, pair, transport, auth)
+    return deliver(response, pair, transport, auth)
 
 
 async def _caller_unless_cookie(

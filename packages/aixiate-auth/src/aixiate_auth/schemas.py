@@ -155,3 +155,40 @@ class MfaChallenge(BaseModel):
 class MfaLogin(_Body):
     mfa_token: RefreshTokenValue
     code: MfaCodeValue
+
+
+# --- social login -----------------------------------------------------------------------
+
+#: Exchange codes and link tokens are 43 characters of base64url.
+FlowHandle = Annotated[str, Field(min_length=1, max_length=MAX_TOKEN_LENGTH)]
+#: A front-end URL to return to; the allow-list judges it.
+ReturnUrl = Annotated[str, Field(min_length=1, max_length=2048)]
+
+
+class ProviderRead(BaseModel):
+    name: str
+    display_name: str
+
+
+class OAuthExchange(_Body):
+    code: FlowHandle
+
+
+class OAuthLink(_Body):
+    link_token: FlowHandle
+    password: Password
+
+
+class IdentityLinkStart(_Body):
+    redirect_uri: ReturnUrl
+
+
+class AuthorizeUrl(BaseModel):
+    authorize_url: str
+
+
+class IdentityRead(BaseModel):
+    provider: str
+    subject: str
+    email: str | None
+    created_at: datetime

@@ -7,11 +7,13 @@ and verification-link settings belong to ``aixiate_users.settings.UsersSettings`
 
 from datetime import timedelta
 from functools import lru_cache
-from typing import Self
+from typing import Annotated, Self
 
 from aixiate_core.settings import SETTINGS_CONFIG, FailMode
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode
+
+from aixiate_auth.oauth import Provider, ProviderSettings, RedirectAllowList, resolve_providers
 
 
 class AuthSettings(BaseSettings):
@@ -50,8 +52,28 @@ class AuthSettings(BaseSettings):
     lockout_reset_seconds: int = Field(default=43200, ge=0)
     lockout_fail_mode: FailMode = "fail_closed"
 
+    # Social login: providers by name (JSON; google, github and microsoft are presets
+    # that need only client_id and client_secret), and the front-end URLs a flow may
+    # return to (comma-separated; empty: AIXIATE_PUBLIC_URL and the paths below it).
+    oauth_providers: dict[str, ProviderSettings] = Field(default_factory=dict)
+    oauth_redirect_urls: Annotated[tuple[str, ...], NoDecode] = ()
+
+    @field_validator("oauth_redirect_urls", mode="before")
+    @classmethod
+    def _split_redirects(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("oauth_redirect_urls")
+    @classmethod
+    def _check_redirects(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        RedirectAllowList(value)  # raises ValueError naming a bad entry
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> Self:
+        self.providers()  # raises ValueError naming a bad provider
         if self.session_absolute_ttl_seconds < self.refresh_token_ttl_seconds:
             raise ValueError(
                 "session_absolute_ttl_seconds must be at least refresh_token_ttl_seconds"
@@ -59,6 +81,9 @@ class AuthSettings(BaseSettings):
         if self.lockout_base_seconds > self.lockout_max_seconds:
             raise ValueError("lockout_base_seconds must not exceed lockout_max_seconds")
         return self
+
+    def providers(self) -> dict[str, Provider]:
+        return resolve_providers(self.oauth_providers)
 
     @property
     def password_reset_ttl(self) -> timedelta:

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from aixiate_core.app import Extension
+from aixiate_core.app import API_PREFIX, Extension
 from aixiate_core.crypto import SecretBox
 from aixiate_core.events import DomainEvents
 from aixiate_core.resources import State
@@ -24,10 +24,12 @@ from aixiate_auth.keys import KeyRing, signing_key_box
 from aixiate_auth.liveness import Liveness
 from aixiate_auth.lockout import Lockout
 from aixiate_auth.mfa import MfaChallenges
+from aixiate_auth.oauth import FlowRecords, ProviderClients, RedirectAllowList
 from aixiate_auth.resolver import TokenResolver
 from aixiate_auth.services.lockout import LockoutService
 from aixiate_auth.services.login import LoginService
 from aixiate_auth.services.mfa import TOTP_BOX_PURPOSE, MfaService
+from aixiate_auth.services.oauth import OAuthService
 from aixiate_auth.services.recovery import RecoveryService
 from aixiate_auth.services.registration import RegistrationService
 from aixiate_auth.services.sessions import SessionService
@@ -53,6 +55,7 @@ class AuthState:
     registration: RegistrationService
     recovery: RecoveryService
     cookies: CookieTransport
+    oauth: OAuthService
 
 
 async def build_auth_state(state: State, settings: AuthSettings, users: UsersState) -> AuthState:
@@ -83,6 +86,26 @@ async def build_auth_state(state: State, settings: AuthSettings, users: UsersSta
         outbox=outbox,
         sessionmaker=sessionmaker,
     )
+    registration = RegistrationService(
+        users_settings=users.settings,
+        passwords=users.passwords,
+        outbox=outbox,
+        sessionmaker=sessionmaker,
+    )
+    oauth = OAuthService(
+        providers=settings.providers(),
+        clients=ProviderClients(callback_base=f"{core.api_url}{API_PREFIX}/auth/oauth"),
+        redirects=RedirectAllowList(settings.oauth_redirect_urls or (core.public_url,)),
+        flows=FlowRecords(store),
+        settings=settings,
+        passwords=users.passwords,
+        registration=registration,
+        lockouts=lockouts,
+        sessions=sessions,
+        mfa=mfa,
+        outbox=outbox,
+        sessionmaker=sessionmaker,
+    )
     return AuthState(
         settings=settings,
         passwords=users.passwords,
@@ -107,12 +130,8 @@ async def build_auth_state(state: State, settings: AuthSettings, users: UsersSta
         ),
         mfa=mfa,
         lockouts=lockouts,
-        registration=RegistrationService(
-            users_settings=users.settings,
-            passwords=users.passwords,
-            outbox=outbox,
-            sessionmaker=sessionmaker,
-        ),
+        registration=registration,
+        oauth=oauth,
         cookies=CookieTransport(secret_key=core.secret(), origins=core.browser_origins),
         recovery=RecoveryService(
             settings=settings,

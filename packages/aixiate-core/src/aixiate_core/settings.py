@@ -82,6 +82,8 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = None
     product_name: str = Field(default="Aixiate", min_length=1, max_length=80)
     public_url: str = "http://localhost:3000"
+    # The API's own public base URL: where OAuth providers send users back to.
+    api_url: str = "http://localhost:8000"
     email_from: str = "Aixiate <no-reply@localhost>"
     resend_api_key: SecretStr | None = None
     resend_base_url: str = "https://api.resend.com"
@@ -133,6 +135,7 @@ class Settings(BaseSettings):
     rate_limit_password_reset_per_ip: str = "10/minute;50/hour"  # noqa: S105 - a rate
     rate_limit_verify_email_resend_per_ip: str = "10/minute;50/hour"
     rate_limit_verify_email_resend_per_account: str = "3/hour"
+    rate_limit_oauth_per_ip: str = "30/minute;300/hour"
     rate_limit_mfa_per_ip: str = "20/minute;100/hour"
     rate_limit_mfa_per_account: str = "10/minute;30/hour"
 
@@ -216,7 +219,7 @@ class Settings(BaseSettings):
             and (value := getattr(self, name)).strip()
         }
 
-    @field_validator("public_url", "resend_base_url")
+    @field_validator("public_url", "resend_base_url", "api_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):

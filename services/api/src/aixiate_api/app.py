@@ -4,6 +4,7 @@ from collections.abc import Sequence
 
 from aixiate_audit.router import router as audit_router
 from aixiate_auth import emails as auth_emails
+from aixiate_auth.oauth_router import identities_router, oauth_router
 from aixiate_auth.router import admin_router as auth_admin_router
 from aixiate_auth.router import jwks_router
 from aixiate_auth.router import router as auth_router
@@ -69,7 +70,15 @@ def create_app(
     api_limit = [Depends(global_rate_limit)] if settings.rate_limit_enabled else []
     # users first: GET /users/me is the hot read, routes are matched in order, and no
     # two routers share a path, so the order changes nothing else.
-    for router in (users_router, auth_admin_router, confirm_email_router, auth_router):
+    routers = (
+        users_router,
+        identities_router,
+        auth_admin_router,
+        confirm_email_router,
+        auth_router,
+        oauth_router,
+    )
+    for router in routers:
         app.include_router(router, prefix=API_PREFIX, dependencies=api_limit)
     app.include_router(audit_router, prefix=API_PREFIX, dependencies=api_limit)
     app.include_router(jwks_router, dependencies=api_limit)

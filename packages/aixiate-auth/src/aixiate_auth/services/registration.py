@@ -46,7 +46,7 @@ class RegistrationService:
             roles=[],
             is_verified=False,
         )
-        if await _insert(session, user):
+        if await insert_user(session, user):
             await self.send_verification(session, user)
             await audit_service.record(
                 session, "user.registered", actor_id=user.id, target_type="user", target_id=user.id
@@ -144,7 +144,7 @@ class RegistrationService:
         )
 
 
-async def _insert(session: AsyncSession, user: User) -> bool:
+async def insert_user(session: AsyncSession, user: User) -> bool:
     """Adds the user unless the address is taken; False when it is.
 
     Insert first, look up after: the unique index decides, so concurrent registrations of
