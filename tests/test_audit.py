@@ -391,6 +391,23 @@ async def _admin_mfa_reset(s: Service, ctx: dict[str, Any]) -> httpx.Response:
     return await s.client.delete(f"{API}/users/{ctx['created'][0][2]}/mfa", headers=_admin(ctx))
 
 
+async def _admin_invite(s: Service, ctx: dict[str, Any]) -> httpx.Response:
+    ctx["invited"] = f"walk-invited-{uuid4().hex[:12]}@example.com"
+    return await s.client.post(
+        f"{API}/users/invite", json={"email": ctx["invited"]}, headers=_admin(ctx)
+    )
+
+
+async def _accept_invite(s: Service, ctx: dict[str, Any]) -> httpx.Response:
+    token, secret = await s.inbox.token_to(ctx["invited"], "accept-invite"), password()
+    s.secrets.update((token, secret))
+    response = await s.client.post(
+        f"{API}/auth/invite/accept", json={"token": token, "password": secret}
+    )
+    _keep_pair(s, ctx, "invited_pair", response)
+    return response
+
+
 async def _admin_delete(s: Service, ctx: dict[str, Any]) -> httpx.Response:
     return await s.client.delete(f"{API}/users/{ctx['created'][1][2]}", headers=_admin(ctx))
 
@@ -437,6 +454,8 @@ ROUTES: dict[tuple[str, str], Step] = {
     ("PATCH", f"{API}/users/{{user_id}}"): _admin_update,
     ("POST", f"{API}/users/{{user_id}}/unlock"): _admin_unlock,
     ("DELETE", f"{API}/users/{{user_id}}/mfa"): _admin_mfa_reset,
+    ("POST", f"{API}/users/invite"): _admin_invite,
+    ("POST", f"{API}/auth/invite/accept"): _accept_invite,
     ("DELETE", f"{API}/users/{{user_id}}"): _admin_delete,
     ("DELETE", f"{API}/users/me"): _delete_me,
 }

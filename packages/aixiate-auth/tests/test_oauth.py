@@ -289,6 +289,48 @@ def oidc_subject_of(identities: list[OAuthIdentity]) -> str:
     return identity.subject
 
 
+class TestRegistrationModes:
+    @pytest.mark.parametrize(
+        "rules",
+        [{"registration": "invite"}, {"registration_email_domains": "corp.example.net"}],
+        ids=["invite_only", "other_domain"],
+    )
+    async def test_a_new_account_through_a_provider_follows_the_rules(
+        self,
+        make_auth_app: AuthAppFactory,
+        app_settings: Settings,
+        oidc: FakeOIDCProvider,
+        github: FakeGitHub,
+        rules: dict[str, str],
+    ) -> None:
+        settings = app_settings.model_copy(update={"api_url": "http://aixiate.test"})
+        app = make_auth_app(settings, oauth_settings(oidc, github, **rules))
+        oidc.next_user = ProviderUser.random()
+
+        async with serve(app) as api:
+            landing = await browser_flow(api)
+
+        assert landing.params == {"error": "registration_closed"}
+
+    async def test_existing_accounts_still_sign_in_when_registration_is_closed(
+        self,
+        make_auth_app: AuthAppFactory,
+        app_settings: Settings,
+        oidc: FakeOIDCProvider,
+        github: FakeGitHub,
+    ) -> None:
+        settings = app_settings.model_copy(update={"api_url": "http://aixiate.test"})
+        known = ProviderUser.random()
+        oidc.next_user = known
+        async with serve(make_auth_app(settings, oauth_settings(oidc, github))) as api:
+            await signed_in(api)
+        closed = make_auth_app(settings, oauth_settings(oidc, github, registration="closed"))
+        oidc.next_user = known
+
+        async with serve(closed) as api:
+            assert "access_token" in await signed_in(api)
+
+
 class TestAttacks:
     async def test_a_replayed_exchange_code_gets_nothing(
         self, api: httpx.AsyncClient, oidc: FakeOIDCProvider

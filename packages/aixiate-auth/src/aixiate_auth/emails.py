@@ -19,6 +19,7 @@ EMAILS: EmailTemplateSet = package_templates(
         "mfa_reset": "An administrator turned off two-step verification at {product_name}",
         "mfa_recovery_code_used": "A recovery code was used to sign in to {product_name}",
         "mfa_recovery_codes_regenerated": "New recovery codes for your {product_name} account",
+        "invitation": "You are invited to {product_name}",
         "identity_linked": "A sign-in provider was linked to your {product_name} account",
         "identity_unlinked": "A sign-in provider was removed from your {product_name} account",
     },

@@ -29,6 +29,7 @@ __all__ = [
     "MfaAlreadyEnabled",
     "MfaNotEnabled",
     "MfaRequired",
+    "RegistrationClosed",
     "SessionNotFound",
     "TokenReused",
     "UnknownProvider",
@@ -215,3 +216,12 @@ class LastCredential(Conflict):
     default_detail = (
         "This is the account's only way to sign in: set a password or link another provider first."
     )
+
+
+class RegistrationClosed(AppError):
+    """The same answer for every address a rule refuses: it says nothing about accounts."""
+
+    status_code = 403
+    code = "registration_closed"
+    title = "Registration closed"
+    default_detail = "New accounts cannot be created with this address here."

@@ -10,7 +10,13 @@ from aixiate_core.errors import RateLimited, problem_responses
 from aixiate_core.ratelimit import Throttle, rate_limit
 from aixiate_core.security import AdminPrincipal, CurrentPrincipal, Principal, get_principal
 from aixiate_users.dependencies import TargetUser
-from aixiate_users.errors import InvalidActionToken, InvalidPassword, UserNotFound, WeakPassword
+from aixiate_users.errors import (
+    EmailTaken,
+    InvalidActionToken,
+    InvalidPassword,
+    UserNotFound,
+    WeakPassword,
+)
 from aixiate_users.models import User
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
@@ -29,6 +35,7 @@ from aixiate_auth.errors import (
     MfaAlreadyEnabled,
     MfaNotEnabled,
     MfaRequired,
+    RegistrationClosed,
     SessionNotFound,
     TokenReused,
     WrongMfaCode,
@@ -36,6 +43,8 @@ from aixiate_auth.errors import (
 from aixiate_auth.schemas import (
     Accepted,
     EmailVerification,
+    Invitation,
+    InvitationAccept,
     Login,
     MfaChallenge,
     MfaCode,
@@ -73,6 +82,7 @@ REGISTRATION_ACCEPTED = Accepted(
 FORGOT_ACCEPTED = Accepted(
     detail="If that address has an account, a link to reset the password is on its way."
 )
+INVITED = Accepted(detail="The invitation is on its way.")
 RESEND_ACCEPTED = Accepted(
     detail="If that address has an account waiting for verification, a new link is on its way."
 )
@@ -82,7 +92,7 @@ RESEND_ACCEPTED = Accepted(
     "/register",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=Accepted,
-    responses=problem_responses(WeakPassword, RateLimited, auth=False),
+    responses=problem_responses(WeakPassword, RegistrationClosed, RateLimited, auth=False),
 )
 async def register(
     body: Registration, session: SessionDep, auth: AuthDep, limit: RegisterLimit
@@ -92,7 +102,9 @@ async def register(
     The answer is the same whether or not the address already has an account; its owner
     is told by email instead. A password that breaks the policy answers 422
     `weak_password` with a `reason`: `too_short`, `too_long`, `common` or
-    `contains_email`.
+    `contains_email`. When registration is not open to the address
+    (`AIXIATE_REGISTRATION`, `AIXIATE_REGISTRATION_EMAIL_DOMAINS`) it answers 403
+    `registration_closed`, the same for every such address.
     """
     await limit.account(body.email)
     await auth.registration.register(session, body)
@@ -158,6 +170,26 @@ def deliver[T: TokenPair | MfaChallenge](
     if transport == "cookie" and isinstance(answer, TokenPair):
         answer = auth.cookies.issue(response, answer)  # type: ignore[assignment]
     return _token_response(response, answer)
+
+
+@router.post(
+    "/invite/accept",
+    response_model=TokenPair,
+    responses=problem_responses(InvalidActionToken, WeakPassword, RateLimited, auth=False),
+    dependencies=[Depends(rate_limit("password_reset"))],
+)
+async def accept_invite(
+    body: InvitationAccept,
+    session: SessionDep,
+    auth: AuthDep,
+    response: Response,
+    transport: TransportQuery = "body",
+) -> TokenPair:
+    """Accepts an invitation with the token from its email: sets the account's password,
+    marks the address verified, and signs in. The token works once and expires (7 days
+    by default)."""
+    pair = await auth.registration.accept_invite(session, token=body.token, password=body.password)
+    return deliver(response, pair, transport, auth)
 
 
 @router.post(
@@ -520,6 +552,22 @@ async def unlock_user(
     """Clears a lockout after failed logins (role `admin`), at once; answers 204 also
     when the account was not locked."""
     await auth.lockouts.unlock(session, user, admin=admin)
+
+
+@admin_router.post(
+    "/invite",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Accepted,
+    responses=problem_responses(EmailTaken, admin=True),
+)
+async def invite_user(
+    body: Invitation, admin: AdminPrincipal, session: SessionDep, auth: AuthDep
+) -> Accepted:
+    """Creates an account without a password and emails its owner a single-use link to
+    choose one (role `admin`); works in every registration mode. 409 `email_taken` when
+    the address has an account."""
+    await auth.registration.invite(session, body, admin=admin)
+    return INVITED
 
 
 @admin_router.delete(

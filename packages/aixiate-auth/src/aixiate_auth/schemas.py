@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from uuid import UUID
 
 from aixiate_core.schemas import Accepted
-from aixiate_users.schemas import Email, EmailedToken, FullName, Password, UserRead
+from aixiate_users.schemas import Email, EmailedToken, FullName, Password, Roles, UserRead
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
@@ -192,3 +192,17 @@ class IdentityRead(BaseModel):
     subject: str
     email: str | None
     created_at: datetime
+
+
+# --- invitations --------------------------------------------------------------------------
+
+
+class Invitation(_Body):
+    email: Email
+    full_name: FullName = None
+    roles: Roles = Field(default_factory=list)
+
+
+class InvitationAccept(_Body):
+    token: EmailedToken
+    password: Password

@@ -7,7 +7,7 @@ and verification-link settings belong to ``aixiate_users.settings.UsersSettings`
 
 from datetime import timedelta
 from functools import lru_cache
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 from aixiate_core.settings import SETTINGS_CONFIG, FailMode
 from pydantic import Field, field_validator, model_validator
@@ -39,6 +39,13 @@ class AuthSettings(BaseSettings):
     session_touch_interval_seconds: float = Field(default=60.0, gt=0)
 
     require_email_verification: bool = True
+
+    # Who may create an account: anyone (open), only people an admin invited (invite),
+    # or nobody (closed; admins still create and invite). With email domains, only
+    # addresses in them may register, here or through a provider.
+    registration: Literal["open", "invite", "closed"] = "open"
+    registration_email_domains: Annotated[tuple[str, ...], NoDecode] = ()
+    invite_ttl_seconds: int = Field(default=604800, ge=3600)
     password_reset_ttl_seconds: int = Field(default=3600, ge=60)
 
     # Account lockout after failed logins (aixiate_auth.lockout), in the spirit of
@@ -57,6 +64,15 @@ class AuthSettings(BaseSettings):
     # return to (comma-separated; empty: AIXIATE_PUBLIC_URL and the paths below it).
     oauth_providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     oauth_redirect_urls: Annotated[tuple[str, ...], NoDecode] = ()
+
+    @field_validator("registration_email_domains", mode="before")
+    @classmethod
+    def _split_domains(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list | tuple):
+            return tuple(str(d).strip().lower().removeprefix("@") for d in value if str(d).strip())
+        return value
 
     @field_validator("oauth_redirect_urls", mode="before")
     @classmethod
@@ -84,6 +100,19 @@ class AuthSettings(BaseSettings):
 
     def providers(self) -> dict[str, Provider]:
         return resolve_providers(self.oauth_providers)
+
+    def may_register(self, email: str) -> bool:
+        """Whether ``email`` may create an account by itself (a sign-up, or a first
+        sign-in through a provider); invitations are the admins' way around it."""
+        if self.registration != "open":
+            return False
+        if not self.registration_email_domains:
+            return True
+        return email.rsplit("@", 1)[-1].lower() in self.registration_email_domains
+
+    @property
+    def invite_ttl(self) -> timedelta:
+        return timedelta(seconds=self.invite_ttl_seconds)
 
     @property
     def password_reset_ttl(self) -> timedelta:

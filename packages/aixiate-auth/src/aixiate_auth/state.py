@@ -87,8 +87,10 @@ async def build_auth_state(state: State, settings: AuthSettings, users: UsersSta
         sessionmaker=sessionmaker,
     )
     registration = RegistrationService(
+        settings=settings,
         users_settings=users.settings,
         passwords=users.passwords,
+        sessions=sessions,
         outbox=outbox,
         sessionmaker=sessionmaker,
     )

@@ -25,6 +25,7 @@ class TokenPurpose(StrEnum):
     VERIFY_EMAIL = "verify_email"
     RESET_PASSWORD = "reset_password"  # noqa: S105 - a purpose, not a secret
     CHANGE_EMAIL = "change_email"
+    INVITE = "invite"
 
 
 async def issue(

@@ -72,7 +72,14 @@ AMR_FEDERATED = "fed"
 AMR_PASSWORD = "pwd"  # noqa: S105 - an RFC 8176 method name
 #: Errors a callback reports to the front end (``?error=``).
 CALLBACK_ERRORS = frozenset(
-    {"access_denied", "invalid_state", "provider_error", "email_not_verified", "identity_taken"}
+    {
+        "access_denied",
+        "invalid_state",
+        "provider_error",
+        "email_not_verified",
+        "identity_taken",
+        "registration_closed",
+    }
 )
 _MAX_NAME = 200
 
@@ -173,6 +180,10 @@ class OAuthService:
         email = normalize_email(identity.email)
         users = UserRepository(session)
         existing = await users.get_by_email(email)
+        if existing is None and not self.settings.may_register(email):
+            event = "auth.oauth.callback.failed"
+            await self._failed(session, event, None, "registration_closed", provider.name)
+            return with_query(redirect, error="registration_closed")
         if existing is None:
             user = User(
                 email=email,

@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from aixiate_audit import service as audit_service
+from aixiate_core.db import utc_now
 from aixiate_core.outbox import Outbox
+from aixiate_core.security import Principal
 from aixiate_users import action_tokens
 from aixiate_users.action_tokens import TokenPurpose
-from aixiate_users.errors import InvalidActionToken
+from aixiate_users.errors import EmailTaken, InvalidActionToken
 from aixiate_users.models import User
 from aixiate_users.passwords import Passwords
 from aixiate_users.repository import UserRepository, normalize_email
@@ -22,17 +24,32 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from aixiate_auth.schemas import Registration
+from aixiate_auth.errors import RegistrationClosed
+from aixiate_auth.schemas import Invitation, Registration, TokenPair
+from aixiate_auth.services.sessions import SessionService
+from aixiate_auth.settings import AuthSettings
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RegistrationService:
+    settings: AuthSettings
     users_settings: UsersSettings
     passwords: Passwords
+    sessions: SessionService
     outbox: Outbox
     sessionmaker: async_sessionmaker[AsyncSession]
 
     async def register(self, session: AsyncSession, body: Registration) -> None:
+        if not self.settings.may_register(body.email):
+            # Decided by the mode and the address's domain alone: the same for every
+            # address of a refused domain, whether or not it has an account.
+            await audit_service.record_now(
+                self.sessionmaker,
+                "user.register.refused",
+                reason="registration_closed",
+                data={"mode": self.settings.registration},
+            )
+            raise RegistrationClosed()
         # The policy looks at the password and the address typed, never at the database,
         # so a weak_password answer says nothing about whether the address is taken.
         self.passwords.check_policy(body.password, email=body.email)
@@ -71,6 +88,89 @@ class RegistrationService:
             target_id=existing.id,
             success=False,
             reason="email_taken",
+        )
+
+    # --- invitations --------------------------------------------------------------------
+
+    async def invite(self, session: AsyncSession, body: Invitation, *, admin: Principal) -> User:
+        """Creates the account, with no password yet, and emails its owner a single-use
+        link to choose one (``{PUBLIC_URL}/accept-invite?token=T``). An address that
+        has an account answers 409 ``email_taken``: admins may know that."""
+        email = normalize_email(body.email)
+        user = User(
+            email=email,
+            password_hash=None,
+            full_name=body.full_name,
+            roles=list(body.roles),
+            is_verified=False,
+        )
+        if not await insert_user(session, user):
+            raise EmailTaken()
+        token = await action_tokens.issue(
+            session,
+            user_id=user.id,
+            purpose=TokenPurpose.INVITE,
+            ttl=self.settings.invite_ttl,
+            data={"email": email},
+        )
+        await self.outbox.enqueue(
+            session,
+            to=email,
+            template="invitation",
+            context={
+                "name": user.full_name,
+                "link": self.outbox.link("accept-invite", token),
+                "expires_days": self.settings.invite_ttl_seconds // 86400,
+            },
+        )
+        await audit_service.record(
+            session,
+            "admin.user.invited",
+            actor_id=admin.user_id,
+            target_type="user",
+            target_id=user.id,
+            data={"roles": sorted(user.roles)},
+        )
+        return user
+
+    async def accept_invite(self, session: AsyncSession, *, token: str, password: str) -> TokenPair:
+        """Sets the invited account's password, marks its address verified (the link
+        proves the mailbox), and signs in."""
+        used = await action_tokens.consume(session, token, TokenPurpose.INVITE)
+        if used is None:
+            refusal = await action_tokens.refusal(session, token, TokenPurpose.INVITE)
+            await self._invite_failed(session, refusal.reason, refusal.user_id)
+            raise InvalidActionToken()
+        user = await UserRepository(session).get(used.user_id)
+        if user is None or not user.is_active or used.data.get("email") != user.email:
+            reason = "unknown_user" if user is None else "inactive_or_changed"
+            await self._invite_failed(session, reason, used.user_id)
+            raise InvalidActionToken()
+        self.passwords.check_policy(password, email=user.email)
+        user.password_hash = await self.passwords.hash(password)
+        user.password_changed_at = utc_now()
+        user.is_verified = True
+        session.add(user)
+        await session.flush()
+        await audit_service.record(
+            session, "user.invite.accepted", actor_id=user.id, target_type="user", target_id=user.id
+        )
+        pair, auth_session = await self.sessions.start(session, user, amr=["pwd"])
+        await audit_service.record(
+            session,
+            "auth.login.succeeded",
+            actor_id=user.id,
+            target_type="user",
+            target_id=user.id,
+            data={"session_id": str(auth_session.id), "amr": ["pwd"], "via": "invitation"},
+        )
+        return pair
+
+    async def _invite_failed(
+        self, session: AsyncSession, reason: str, user_id: UUID | None
+    ) -> None:
+        await audit_service.record_failure(
+            session, self.sessionmaker, "user.invite.failed", user_id=user_id, reason=reason
         )
 
     async def send_verification(self, session: AsyncSession, user: User) -> None:
