@@ -14,13 +14,14 @@ from uuid import UUID
 
 import httpx
 import pytest
+from aixiate_auth import oauth as oauth_module
 from aixiate_auth.models import OAuthIdentity
 from aixiate_auth.oauth import ProviderSettings, RedirectAllowList
 from aixiate_auth.settings import AuthSettings
 from aixiate_auth.testing import AuthAppFactory, UserFactory, jwt_part
 from aixiate_auth.testing_provider import FakeGitHub, FakeOIDCProvider, GitHubUser, ProviderUser
 from aixiate_core.settings import Settings
-from aixiate_core.testing import Sessions, assert_problem, bearer, serve
+from aixiate_core.testing import FakeClock, Sessions, assert_problem, bearer, serve
 from aixiate_core.testing.mail import Mailbox
 from aixiate_users.models import User
 from aixiate_users.testing import PASSWORD, WRONG_PASSWORD, audit_events
@@ -287,6 +288,67 @@ class TestSignIn:
 def oidc_subject_of(identities: list[OAuthIdentity]) -> str:
     [identity] = identities
     return identity.subject
+
+
+class TestProviders:
+    async def test_microsofts_multi_tenant_issuer_is_checked_per_token(
+        self, make_auth_app: AuthAppFactory, app_settings: Settings, github: FakeGitHub
+    ) -> None:
+        with FakeOIDCProvider(tenant="9188040d-6c67-4c5b-b112-36a304b66dad") as microsoft:
+            settings = app_settings.model_copy(update={"api_url": "http://aixiate.test"})
+            app = make_auth_app(settings, oauth_settings(microsoft, github))
+            async with serve(app) as api:
+                microsoft.next_user = ProviderUser.random()
+                pair = await signed_in(api)
+                microsoft.next_user = ProviderUser.random()
+                microsoft.tamper_next(tid="00000000-0000-0000-0000-000000000000")
+                refused = await browser_flow(api)
+
+        assert jwt_part(pair["access_token"], 1)["amr"] == ["fed"]
+        assert refused.params == {"error": "provider_error"}
+
+    async def test_rotated_provider_keys_are_fetched_again_at_most_once_a_minute(
+        self, api: httpx.AsyncClient, oidc: FakeOIDCProvider, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        clock = FakeClock()
+        monkeypatch.setattr(oauth_module, "time", clock)
+        oidc.next_user = ProviderUser.random()
+        await signed_in(api)
+        oidc.rotate_key(keep_old=False)
+        fetches = len(oidc.calls_to("/jwks"))
+
+        too_soon = await browser_flow(api)
+        clock.advance(61)
+        later = await browser_flow(api)
+
+        assert too_soon.params == {"error": "provider_error"}
+        assert set(later.params) == {"code"}
+        assert len(oidc.calls_to("/jwks")) == fetches + 1
+
+    async def test_an_unreachable_provider_is_a_503_before_the_browser_leaves(
+        self, make_auth_app: AuthAppFactory, app_settings: Settings, github: FakeGitHub
+    ) -> None:
+        with FakeOIDCProvider() as gone:
+            settings = oauth_settings(gone, github)
+        app = make_auth_app(app_settings, settings)  # the provider has stopped
+
+        async with serve(app) as api:
+            response = await api.get(f"{OAUTH}/acme/authorize", params={"redirect_uri": RETURN})
+
+        assert_problem(response, 503, "service_unavailable")
+        assert int(response.headers["retry-after"]) > 0
+
+    async def test_oversized_parameters_are_validation_errors(self, api: httpx.AsyncClient) -> None:
+        long_url = RETURN + "/" + "a" * 2100
+        authorize = await api.get(f"{OAUTH}/acme/authorize", params={"redirect_uri": long_url})
+        callback = await api.get(
+            f"{OAUTH}/acme/callback", params={"code": "c" * 3000, "state": "s"}
+        )
+        exchange_ = await api.post(f"{OAUTH}/exchange", json={"code": "x" * 300})
+
+        assert_problem(authorize, 422, "validation_error")
+        assert_problem(callback, 422, "validation_error")
+        assert_problem(exchange_, 422, "validation_error")
 
 
 class TestRegistrationModes:
