@@ -24,6 +24,7 @@ from aixiate_audit.models import AuditEvent
 from aixiate_audit.repository import AuditRepository
 from aixiate_auth.oauth import ProviderSettings
 from aixiate_auth.settings import AuthSettings
+from aixiate_auth.testing import flow_cookie
 from aixiate_auth.testing_provider import FakeOIDCProvider, ProviderUser, approve
 from aixiate_core.app import API_PREFIX
 from aixiate_core.db import SessionDep, commit, create_engine, create_sessionmaker, utc_now
@@ -300,10 +301,11 @@ async def _mfa_disable(s: Service, ctx: dict[str, Any]) -> httpx.Response:
 RETURN = "https://app.example.com/signed-in"
 
 
-async def _callback(s: Service, authorize_url: str) -> str:
-    """Approves at the provider and follows its redirect back: the front-end URL."""
+async def _callback(s: Service, authorize_url: str, started: httpx.Response) -> str:
+    """Approves at the provider and follows its redirect back (with the flow cookie
+    ``started`` set): the front-end URL."""
     callback = urlsplit(await approve(authorize_url))
-    response = await s.client.get(f"{callback.path}?{callback.query}")
+    response = await s.client.get(f"{callback.path}?{callback.query}", headers=flow_cookie(started))
     assert response.status_code == 302, response.text
     return response.headers["location"]
 
@@ -313,7 +315,7 @@ async def _oauth_link_start(s: Service, ctx: dict[str, Any]) -> httpx.Response:
     response = await s.client.post(
         f"{API}/users/me/identities/acme", json={"redirect_uri": RETURN}, headers=_me(ctx)
     )
-    assert "linked=acme" in await _callback(s, response.json()["authorize_url"])
+    assert "linked=acme" in await _callback(s, response.json()["authorize_url"], response)
     return response
 
 
@@ -324,7 +326,7 @@ async def _oauth_unlink(s: Service, ctx: dict[str, Any]) -> httpx.Response:
 async def _oauth_code(s: Service, user: ProviderUser) -> str:
     s.oidc.next_user = user
     start = await s.client.get(f"{API}/auth/oauth/acme/authorize", params={"redirect_uri": RETURN})
-    landing = await _callback(s, start.headers["location"])
+    landing = await _callback(s, start.headers["location"], start)
     code = parse_qs(urlsplit(landing).query)["code"][0]
     s.secrets.add(code)
     return code

@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from aixiate_auth.testing import jwt_part
+from aixiate_auth.testing import flow_cookie, jwt_part
 from aixiate_auth.testing_provider import FakeOIDCProvider, ProviderUser, approve
 from aixiate_core.testing import bearer
 from aixiate_users.testing import PASSWORD
@@ -44,7 +44,7 @@ async def front_end_landing(http: httpx.AsyncClient, authorize: httpx.Response) 
     assert authorize.status_code == 302, authorize.text
     callback = await approve(authorize.headers["location"])
     assert callback.startswith(str(http.base_url).rstrip("/") + f"{API}/auth/oauth/acme/callback")
-    back = await http.get(callback)
+    back = await http.get(callback, headers=flow_cookie(authorize))
     assert back.status_code == 302, back.text
     landing = back.headers["location"]
     assert landing.startswith(FRONT + "/done?")

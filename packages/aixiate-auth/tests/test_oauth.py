@@ -8,6 +8,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from uuid import UUID
@@ -19,7 +20,13 @@ from aixiate_auth.models import OAuthIdentity
 from aixiate_auth.oauth import ProviderSettings, RedirectAllowList
 from aixiate_auth.settings import AuthSettings
 from aixiate_auth.testing import AuthAppFactory, UserFactory, jwt_part
-from aixiate_auth.testing_provider import FakeGitHub, FakeOIDCProvider, GitHubUser, ProviderUser
+from aixiate_auth.testing_provider import (
+    FakeGitHub,
+    FakeOIDCProvider,
+    GitHubUser,
+    ProviderUser,
+    approve,
+)
 from aixiate_core.settings import Settings
 from aixiate_core.testing import FakeClock, Sessions, assert_problem, bearer, serve
 from aixiate_core.testing.mail import Mailbox
@@ -34,6 +41,7 @@ FRONT = "https://app.example.com/auth"
 RETURN = f"{FRONT}/done"
 ME = f"{API}/users/me"
 IDENTITIES = f"{API}/users/me/identities"
+FLOW_COOKIE = "__Host-aixiate_oauth"
 
 
 @pytest.fixture
@@ -92,32 +100,56 @@ class Landing:
         return {k: v[0] for k, v in parse_qs(urlsplit(self.url).query).items()}
 
 
-async def start(api: httpx.AsyncClient, provider: str, redirect_uri: str = RETURN) -> str:
-    """The provider's authorization URL, as the API's 302 gives it."""
+@dataclass
+class Started:
+    """A flow as the browser holds it: where to go, and the flow cookie it was given."""
+
+    authorize_url: str
+    cookie: str
+
+
+def flow_cookie_of(response: httpx.Response) -> str:
+    for header in response.headers.get_list("set-cookie"):
+        jar: SimpleCookie = SimpleCookie()
+        jar.load(header)
+        if FLOW_COOKIE in jar:
+            morsel = jar[FLOW_COOKIE]
+            assert morsel["httponly"]
+            assert morsel["secure"]
+            assert morsel["samesite"].lower() == "lax"
+            return morsel.value
+    raise AssertionError("no flow cookie was set")
+
+
+async def start(api: httpx.AsyncClient, provider: str, redirect_uri: str = RETURN) -> Started:
+    """The provider's authorization URL, as the API's 302 gives it, and the flow cookie."""
     response = await api.get(f"{OAUTH}/{provider}/authorize", params={"redirect_uri": redirect_uri})
     assert response.status_code == 302, response.text
-    return response.headers["location"]
+    return Started(response.headers["location"], flow_cookie_of(response))
 
 
-async def at_provider(authorize_url: str) -> str:
+async def at_provider(started: Started | str) -> str:
     """The user approves at the provider, which sends the browser back: the callback URL."""
-    async with httpx.AsyncClient() as browser:
-        response = await browser.get(authorize_url)
-    assert response.status_code == 302, response.text
-    return response.headers["location"]
+    url = started.authorize_url if isinstance(started, Started) else started
+    return await approve(url)
 
 
-async def back_at_api(api: httpx.AsyncClient, callback_url: str) -> httpx.Response:
+async def back_at_api(
+    api: httpx.AsyncClient, callback_url: str, cookie: str | None
+) -> httpx.Response:
+    """The browser arrives at the callback, with the flow cookie when it has one (the
+    test client speaks plain http, where clients do not send Secure cookies by themselves)."""
     parts = urlsplit(callback_url)
     assert parts.netloc == "aixiate.test", callback_url
-    return await api.get(f"{parts.path}?{parts.query}")
+    headers = {"Cookie": f"{FLOW_COOKIE}={cookie}"} if cookie else {}
+    return await api.get(f"{parts.path}?{parts.query}", headers=headers)
 
 
 async def browser_flow(
     api: httpx.AsyncClient, provider: str = "acme", redirect_uri: str = RETURN
 ) -> Landing:
-    callback = await at_provider(await start(api, provider, redirect_uri))
-    response = await back_at_api(api, callback)
+    started = await start(api, provider, redirect_uri)
+    response = await back_at_api(api, await at_provider(started), started.cookie)
     assert response.status_code == 302, response.text
     assert response.headers["cache-control"] == "no-store"
     assert response.headers["referrer-policy"] == "no-referrer"
@@ -172,7 +204,7 @@ class TestSignIn:
     async def test_the_authorize_request_uses_pkce_s256_state_and_nonce(
         self, api: httpx.AsyncClient, oidc: FakeOIDCProvider
     ) -> None:
-        url = await start(api, "acme")
+        url = (await start(api, "acme")).authorize_url
 
         query = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
         assert url.startswith(f"{oidc.url}/authorize?")
@@ -419,10 +451,11 @@ class TestAttacks:
         self, api: httpx.AsyncClient, oidc: FakeOIDCProvider
     ) -> None:
         oidc.next_user = ProviderUser.random()
-        callback = await at_provider(await start(api, "acme"))
-        assert (await back_at_api(api, callback)).status_code == 302
+        started = await start(api, "acme")
+        callback = await at_provider(started)
+        assert (await back_at_api(api, callback, started.cookie)).status_code == 302
 
-        replay = await back_at_api(api, callback)
+        replay = await back_at_api(api, callback, started.cookie)
 
         assert_problem(replay, 400, "invalid_state")
 
@@ -436,25 +469,63 @@ class TestAttacks:
 
         assert_problem(response, 400, "invalid_state")
 
+    async def test_a_callback_finished_in_another_browser_is_refused(
+        self, api: httpx.AsyncClient, oidc: FakeOIDCProvider, db: Sessions
+    ) -> None:
+        # Login CSRF: the attacker starts a flow, signs in at the provider as themselves,
+        # and gets the victim's browser to open the callback URL.
+        oidc.next_user = ProviderUser.random()
+        attacker = await start(api, "acme")
+        callback = await at_provider(attacker)
+        victim = await start(api, "acme")  # the victim's browser has a flow cookie of its own
+
+        without = await back_at_api(api, callback, None)
+        with_other = await back_at_api(api, callback, victim.cookie)
+
+        assert_problem(without, 400, "invalid_state")
+        assert_problem(with_other, 400, "invalid_state")
+        reasons = [e.reason for e in await audit_events(db, "auth.oauth.callback.failed")]
+        assert "other_browser" in reasons
+
+    async def test_a_link_flow_cannot_be_finished_by_someone_else(
+        self, api: httpx.AsyncClient, oidc: FakeOIDCProvider, make_user: UserFactory, db: Sessions
+    ) -> None:
+        user = await make_user()
+        token = (
+            await api.post(f"{API}/auth/login", json={"email": user.email, "password": PASSWORD})
+        ).json()["access_token"]
+        started = await api.post(
+            f"{IDENTITIES}/acme", json={"redirect_uri": RETURN}, headers=bearer(token)
+        )
+        oidc.next_user = ProviderUser.random()  # the attacker's provider account
+        callback = await at_provider(started.json()["authorize_url"])
+
+        response = await back_at_api(api, callback, None)
+
+        assert_problem(response, 400, "invalid_state")
+        assert await identities_of(db, user.id) == []
+
     async def test_a_state_of_another_provider_is_refused(
         self, api: httpx.AsyncClient, oidc: FakeOIDCProvider
     ) -> None:
-        callback = await at_provider(await start(api, "acme"))
-        tampered = callback.replace("/acme/callback", "/github/callback")
+        started = await start(api, "acme")
+        tampered = (await at_provider(started)).replace("/acme/callback", "/github/callback")
 
-        response = await back_at_api(api, tampered)
+        response = await back_at_api(api, tampered, started.cookie)
 
         assert_problem(response, 400, "invalid_state")
 
     async def test_a_tampered_state_is_refused(
         self, api: httpx.AsyncClient, oidc: FakeOIDCProvider
     ) -> None:
-        callback = await at_provider(await start(api, "acme"))
-        parts = urlsplit(callback)
+        started = await start(api, "acme")
+        parts = urlsplit(await at_provider(started))
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         query["state"] = query["state"][:-2] + ("AA" if not query["state"].endswith("AA") else "BB")
 
-        response = await api.get(parts.path, params=query)
+        response = await api.get(
+            parts.path, params=query, headers={"Cookie": f"{FLOW_COOKIE}={started.cookie}"}
+        )
 
         assert_problem(response, 400, "invalid_state")
 
@@ -627,7 +698,8 @@ class TestLinking:
         )
         assert started.status_code == 200, started.text
         callback = await at_provider(started.json()["authorize_url"])
-        landing = Landing((await back_at_api(api, callback)).headers["location"])
+        back = await back_at_api(api, callback, flow_cookie_of(started))
+        landing = Landing(back.headers["location"])
 
         assert landing.params == {"linked": "acme"}
         listed = (await api.get(IDENTITIES, headers=bearer(token))).json()
@@ -661,7 +733,8 @@ class TestLinking:
             f"{IDENTITIES}/acme", json={"redirect_uri": RETURN}, headers=bearer(token)
         )
         callback = await at_provider(started.json()["authorize_url"])
-        landing = Landing((await back_at_api(api, callback)).headers["location"])
+        back = await back_at_api(api, callback, flow_cookie_of(started))
+        landing = Landing(back.headers["location"])
 
         assert landing.params == {"error": "identity_taken"}
 

@@ -317,7 +317,8 @@ class ProviderClients:
             not isinstance(document.get(k), str) for k in required
         ):
             raise ProviderError("discovery:incomplete")
-        if "{tenantid}" not in document["issuer"] and document["issuer"] != provider.issuer:
+        issuer = document["issuer"]
+        if "{tenantid}" not in issuer and issuer.rstrip("/") != provider.issuer:
             # OpenID Connect Discovery 4.3: the document must be the issuer's own.
             raise ProviderError("discovery:issuer_mismatch")
         self._metadata[provider.name] = _Cached(document, time.monotonic())

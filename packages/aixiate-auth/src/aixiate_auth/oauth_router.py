@@ -8,7 +8,7 @@ from aixiate_core.db import SessionDep
 from aixiate_core.errors import RateLimited, ServiceUnavailable, problem_responses
 from aixiate_core.ratelimit import Throttle, rate_limit
 from aixiate_core.security import CurrentPrincipal
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import RedirectResponse
 
 from aixiate_auth.dependencies import AuthDep
@@ -39,6 +39,7 @@ from aixiate_auth.schemas import (
     ReturnUrl,
     TokenPair,
 )
+from aixiate_auth.services.oauth import STATE_TTL_SECONDS
 
 oauth_router = APIRouter(prefix="/auth/oauth", tags=["auth"])
 identities_router = APIRouter(prefix="/users/me/identities", tags=["users"])
@@ -53,8 +54,26 @@ _REDIRECT_HEADERS = {
 }
 
 
+#: Ties a flow to the browser that started it: the callback must bring it back.
+#: SameSite=Lax, not Strict: the callback is a top-level navigation from the provider's
+#: site, on which a Strict cookie would not be sent.
+FLOW_COOKIE = "__Host-aixiate_oauth"
+
+
 def _redirect(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=status.HTTP_302_FOUND, headers=_REDIRECT_HEADERS)
+
+
+def _bind_browser(response: Response, binding: str) -> None:
+    response.set_cookie(
+        FLOW_COOKIE,
+        binding,
+        max_age=STATE_TTL_SECONDS,
+        path="/",
+        secure=True,
+        httponly=True,
+        samesite="lax",
+    )
 
 
 @oauth_router.get("/providers", response_model=list[ProviderRead])
@@ -84,7 +103,10 @@ async def authorize(
     single-use `state` for 10 minutes and, for OpenID Connect, a `nonce`). The flow
     comes back to `redirect_uri`, which must be one of `AIXIATE_OAUTH_REDIRECT_URLS`
     (scheme, host, port and path prefix): 400 `invalid_redirect_uri` otherwise."""
-    return _redirect(await auth.oauth.authorize(provider, redirect_uri))
+    url, binding = await auth.oauth.authorize(provider, redirect_uri)
+    response = _redirect(url)
+    _bind_browser(response, binding)
+    return response
 
 
 @oauth_router.get(
@@ -95,6 +117,7 @@ async def authorize(
 )
 async def callback(
     provider: str,
+    request: Request,
     session: SessionDep,
     auth: AuthDep,
     limit: OAuthLimit,
@@ -106,9 +129,19 @@ async def callback(
     `redirect_uri` with `?code=` (a one-time exchange code, 60 s), `?linked={provider}`
     after linking, or `?error=` (`access_denied`, `provider_error`, `email_not_verified`,
     `identity_taken`). A missing, used or expired `state` answers 400 `invalid_state`:
-    there is then no trustworthy place to send the browser."""
-    url = await auth.oauth.callback(session, provider, code=code, state=state, error=error)
-    return _redirect(url)
+    there is then no trustworthy place to send the browser. So does a callback in a
+    browser other than the one that started the flow (it lacks the flow cookie)."""
+    url = await auth.oauth.callback(
+        session,
+        provider,
+        code=code,
+        state=state,
+        error=error,
+        binding=request.cookies.get(FLOW_COOKIE),
+    )
+    response = _redirect(url)
+    response.delete_cookie(FLOW_COOKIE, path="/", secure=True, httponly=True, samesite="lax")
+    return response
 
 
 @oauth_router.post(
@@ -202,7 +235,10 @@ async def start_link(
     `identity_taken` when this account already has that provider."""
     auth.oauth.provider(provider)
     await auth.oauth.record_link_started(session, principal, provider)
-    url = await auth.oauth.start_link(principal, provider, body.redirect_uri)
+    url, binding = await auth.oauth.start_link(principal, provider, body.redirect_uri)
+    # The browser that asked must be the one that comes back: fetch this with
+    # credentials, so the flow cookie is kept for the callback.
+    _bind_browser(response, binding)
     response.headers["Cache-Control"] = "no-store"
     return AuthorizeUrl(authorize_url=url)
 

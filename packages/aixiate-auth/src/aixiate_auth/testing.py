@@ -8,9 +8,11 @@ import base64
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from http.cookies import SimpleCookie
 from typing import Any
 from uuid import UUID
 
+import httpx
 from aixiate_core.app import Extension
 from aixiate_core.resources import State
 from aixiate_users.models import User
@@ -27,6 +29,7 @@ __all__ = [
     "SignIn",
     "UserFactory",
     "expose_auth_state",
+    "flow_cookie",
     "jwt_part",
     "kid_of",
     "session_id_of",
@@ -74,3 +77,15 @@ def kid_of(token: str) -> str:
 def session_id_of(token: str) -> UUID:
     """The session an access token belongs to."""
     return UUID(jwt_part(token, 1)["sid"])
+
+
+def flow_cookie(response: httpx.Response) -> dict[str, str]:
+    """The ``Cookie`` header that brings a social-login flow's cookie (set by
+    ``response``, the authorize redirect or the start of a link) back to the callback.
+    Test clients on plain http do not send ``Secure`` cookies by themselves."""
+    for header in response.headers.get_list("set-cookie"):
+        jar: SimpleCookie = SimpleCookie()
+        jar.load(header)
+        if "__Host-aixiate_oauth" in jar:
+            return {"Cookie": f"__Host-aixiate_oauth={jar['__Host-aixiate_oauth'].value}"}
+    raise AssertionError("the response set no flow cookie")

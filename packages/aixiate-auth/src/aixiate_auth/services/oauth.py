@@ -13,13 +13,14 @@ toward the lockout, as a login does). A signed-in user links a provider by start
 flow from their session.
 """
 
+import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 from aixiate_audit import service as audit_service
-from aixiate_core.crypto import new_token
+from aixiate_core.crypto import new_token, token_digest
 from aixiate_core.db import end_read
 from aixiate_core.errors import ServiceUnavailable
 from aixiate_core.outbox import Outbox
@@ -109,26 +110,31 @@ class OAuthService:
 
     async def authorize(
         self, name: str, redirect_uri: str, *, link_user_id: UUID | None = None
-    ) -> str:
-        """The provider's authorization URL for a new flow returning to ``redirect_uri``."""
+    ) -> tuple[str, str]:
+        """The provider's authorization URL for a new flow returning to ``redirect_uri``,
+        and the browser binding: a secret the browser must bring back to the callback
+        (in the flow cookie), so a callback URL cannot be finished in another browser
+        (login CSRF, or linking someone else's provider account to a victim's)."""
         provider = self.provider(name)
         if not self.redirects.permits(redirect_uri):
             raise InvalidRedirectUri()
-        verifier, nonce = new_token(48), new_token()
+        verifier, nonce, binding = new_token(48), new_token(), new_token()
         record = {
             "provider": name,
             "redirect": redirect_uri,
             "verifier": verifier,
             "nonce": nonce,
+            "binding": token_digest(binding),
             "link_user": str(link_user_id) if link_user_id else None,
         }
         state = await self.flows.put("state", record, ttl=STATE_TTL_SECONDS)
         try:
-            return await self.clients.authorization_url(
+            url = await self.clients.authorization_url(
                 provider, state=state, verifier=verifier, nonce=nonce
             )
         except ProviderError as exc:
             raise ServiceUnavailable(f"{provider.display_name} cannot be reached.") from exc
+        return url, binding
 
     async def callback(
         self,
@@ -138,6 +144,7 @@ class OAuthService:
         code: str | None,
         state: str | None,
         error: str | None,
+        binding: str | None,
     ) -> str:
         """Where to send the browser: the front end with ``code``, ``linked`` or
         ``error``. Without a valid ``state`` there is nowhere trustworthy to send it,
@@ -146,6 +153,10 @@ class OAuthService:
         record = await self.flows.take("state", state) if state else None
         if record is None or record["provider"] != name:
             await self._failed(session, "auth.oauth.callback.failed", None, "invalid_state", name)
+            raise InvalidOAuthState()
+        # Taken before this check, so a state that reached the wrong browser is spent.
+        if not hmac.compare_digest(record["binding"], token_digest(binding or "")):
+            await self._failed(session, "auth.oauth.callback.failed", None, "other_browser", name)
             raise InvalidOAuthState()
         redirect: str = record["redirect"]
         if error is not None or not code:
@@ -318,6 +329,8 @@ class OAuthService:
             )
             await self.lockouts.record_failure(user.email, user)
             raise InvalidCredentials()
+        # Before the link token is spent: nothing is linked to an account that cannot sign in.
+        await self._check_usable(session, user, provider)
         if await self.flows.take("link", link_token) is None:
             raise InvalidLinkToken()  # a concurrent request used it
         identity = OAuthIdentity(
@@ -332,16 +345,7 @@ class OAuthService:
     async def _signed_in(
         self, session: AsyncSession, user: User, provider: Provider, *, amr: list[str]
     ) -> TokenPair | MfaChallenge:
-        if not user.is_active:
-            await self._failed(
-                session, "auth.oauth.login.failed", user.id, "inactive", provider.name
-            )
-            raise AccountInactive()
-        if self.settings.require_email_verification and not user.is_verified:
-            await self._failed(
-                session, "auth.oauth.login.failed", user.id, "unverified", provider.name
-            )
-            raise EmailNotVerified()
+        await self._check_usable(session, user, provider)
         if user.mfa_enabled:
             return await self.mfa.challenge(session, user, amr=amr)
         pair, auth_session = await self.sessions.start(session, user, amr=amr)
@@ -355,9 +359,22 @@ class OAuthService:
         )
         return pair
 
+    async def _check_usable(self, session: AsyncSession, user: User, provider: Provider) -> None:
+        """403 ``account_inactive`` or ``email_not_verified``, audited, as at login."""
+        if not user.is_active:
+            event = "auth.oauth.login.failed"
+            await self._failed(session, event, user.id, "inactive", provider.name)
+            raise AccountInactive()
+        if self.settings.require_email_verification and not user.is_verified:
+            event = "auth.oauth.login.failed"
+            await self._failed(session, event, user.id, "unverified", provider.name)
+            raise EmailNotVerified()
+
     # --- the signed-in user's identities ------------------------------------------------
 
-    async def start_link(self, principal: Principal, name: str, redirect_uri: str) -> str:
+    async def start_link(
+        self, principal: Principal, name: str, redirect_uri: str
+    ) -> tuple[str, str]:
         return await self.authorize(name, redirect_uri, link_user_id=principal.user_id)
 
     async def record_link_started(
