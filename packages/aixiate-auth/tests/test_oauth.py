@@ -272,6 +272,25 @@ class TestSignIn:
 
         assert landing.params == {"error": "email_not_verified"}
 
+    async def test_an_account_made_by_a_provider_can_get_a_password_by_reset(
+        self, api: httpx.AsyncClient, oidc: FakeOIDCProvider, mailbox: Mailbox
+    ) -> None:
+        oidc.next_user = ProviderUser.random()
+        await signed_in(api)
+        email = str(oidc.next_user.email)
+        await api.post(f"{API}/auth/password/forgot", json={"email": email})
+        token = (await mailbox.last(email, "password_reset")).token
+        new_password = "provider-made-then-passworded-7"
+
+        reset = await api.post(
+            f"{API}/auth/password/reset", json={"token": token, "new_password": new_password}
+        )
+        login = await api.post(f"{API}/auth/login", json={"email": email, "password": new_password})
+
+        assert reset.status_code == 204, reset.text
+        assert login.status_code == 200, login.text
+        assert jwt_part(login.json()["access_token"], 1)["amr"] == ["pwd"]
+
     async def test_providers_are_listed_for_the_buttons(self, api: httpx.AsyncClient) -> None:
         response = await api.get(f"{OAUTH}/providers")
 

@@ -41,6 +41,8 @@ LIMITS: dict[str, Any] = {
     "rate_limit_password_reset_per_ip": "2/minute",
     "rate_limit_verify_email_resend_per_ip": "3/minute",
     "rate_limit_verify_email_resend_per_account": "2/hour",
+    "rate_limit_oauth_per_ip": "2/minute",
+    "rate_limit_mfa_per_ip": "2/minute",
 }
 
 
@@ -197,6 +199,21 @@ class TestOtherRoutes:
         ]
 
         assert [a.status_code for a in answers] == [401, 401, 429]
+        refused(answers[2], "2")
+
+    @pytest.mark.parametrize(
+        ("path", "body", "status"),
+        [
+            ("/oauth/exchange", {"code": "not-a-code"}, 400),
+            ("/login/mfa", {"mfa_token": "not-a-token", "code": "123456"}, 401),
+        ],
+    )
+    async def test_social_login_and_the_second_step_are_limited_per_ip(
+        self, api: httpx.AsyncClient, path: str, body: dict[str, str], status: int
+    ) -> None:
+        answers = [await api.post(AUTH + path, json=body) for _ in range(3)]
+
+        assert [a.status_code for a in answers] == [status, status, 429]
         refused(answers[2], "2")
 
     async def test_password_reset_is_limited_per_ip(self, api: httpx.AsyncClient) -> None:
