@@ -77,20 +77,9 @@ class LoginService:
                 )
             return await self.mfa.challenge(session, user, amr=[AMR_PASSWORD])
         await self.lockouts.succeeded(email)
-        pair, auth_session = await self.sessions.start(session, user, amr=[AMR_PASSWORD])
-        await audit_service.record(
-            session,
-            "auth.login.succeeded",
-            actor_id=user.id,
-            target_type="user",
-            target_id=user.id,
-            data={
-                "session_id": str(auth_session.id),
-                "rehashed": check.new_hash is not None,
-                "amr": [AMR_PASSWORD],
-            },
+        return await self.sessions.sign_in(
+            session, user, amr=[AMR_PASSWORD], rehashed=check.new_hash is not None
         )
-        return pair
 
     async def _failed(self, reason: str, user: User | None) -> None:
         await audit_service.record_now(

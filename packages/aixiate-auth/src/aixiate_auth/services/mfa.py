@@ -258,7 +258,7 @@ class MfaService:
             amr.append(mfa.AMR_OTP)
         amr.append(mfa.AMR_MFA)
         await self.lockouts.succeeded(user.email)
-        pair, auth_session = await self.sessions.start(session, user, amr=amr)
+        pair = await self.sessions.sign_in(session, user, amr=amr)
         await audit_service.record(
             session,
             "auth.mfa.succeeded",
@@ -278,14 +278,6 @@ class MfaService:
                 data={"remaining": remaining},
             )
             await self._tell(session, user, "mfa_recovery_code_used", remaining=remaining)
-        await audit_service.record(
-            session,
-            "auth.login.succeeded",
-            actor_id=user.id,
-            target_type="user",
-            target_id=user.id,
-            data={"session_id": str(auth_session.id), "amr": amr},
-        )
         return pair
 
     # --- helpers ----------------------------------------------------------------------

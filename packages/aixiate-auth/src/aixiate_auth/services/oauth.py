@@ -348,16 +348,7 @@ class OAuthService:
         await self._check_usable(session, user, provider)
         if user.mfa_enabled:
             return await self.mfa.challenge(session, user, amr=amr)
-        pair, auth_session = await self.sessions.start(session, user, amr=amr)
-        await audit_service.record(
-            session,
-            "auth.login.succeeded",
-            actor_id=user.id,
-            target_type="user",
-            target_id=user.id,
-            data={"session_id": str(auth_session.id), "provider": provider.name, "amr": amr},
-        )
-        return pair
+        return await self.sessions.sign_in(session, user, amr=amr, provider=provider.name)
 
     async def _check_usable(self, session: AsyncSession, user: User, provider: Provider) -> None:
         """403 ``account_inactive`` or ``email_not_verified``, audited, as at login."""

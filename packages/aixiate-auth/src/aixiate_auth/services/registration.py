@@ -155,16 +155,7 @@ class RegistrationService:
         await audit_service.record(
             session, "user.invite.accepted", actor_id=user.id, target_type="user", target_id=user.id
         )
-        pair, auth_session = await self.sessions.start(session, user, amr=["pwd"])
-        await audit_service.record(
-            session,
-            "auth.login.succeeded",
-            actor_id=user.id,
-            target_type="user",
-            target_id=user.id,
-            data={"session_id": str(auth_session.id), "amr": ["pwd"], "via": "invitation"},
-        )
-        return pair
+        return await self.sessions.sign_in(session, user, amr=["pwd"], via="invitation")
 
     async def _invite_failed(
         self, session: AsyncSession, reason: str, user_id: UUID | None

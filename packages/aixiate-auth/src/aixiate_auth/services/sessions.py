@@ -139,6 +139,22 @@ class SessionService:
         await self.liveness.mark_live(auth_session.id, seconds_left(auth_session, now))
         return self._pair(Issued(auth_session, raw), user.role_set), auth_session
 
+    async def sign_in(
+        self, session: AsyncSession, user: User, *, amr: Sequence[str], **details: object
+    ) -> TokenPair:
+        """:meth:`start`, with the ``auth.login.succeeded`` event that every way in
+        (password, second step, provider, invitation) records; ``details`` join its data."""
+        pair, auth_session = await self.start(session, user, amr=amr)
+        await audit_service.record(
+            session,
+            "auth.login.succeeded",
+            actor_id=user.id,
+            target_type="user",
+            target_id=user.id,
+            data={"session_id": str(auth_session.id), "amr": list(amr), **details},
+        )
+        return pair
+
     def _pair(self, issued: Issued, roles: frozenset[str]) -> TokenPair:
         key = self.keyring.signing_key()
         token, expires = encode_access_token(
