@@ -12,18 +12,18 @@ check that issued it.
 
 import hmac
 import io
-import json
 import re
 import secrets
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
 import pyotp
 import segno
-from aixiate_core.crypto import new_token, token_digest
+from aixiate_core.crypto import token_digest
 from aixiate_core.store import KeyValueStore
+
+from aixiate_auth.handles import Handles
 
 TOTP_DIGITS = 6
 TOTP_PERIOD = 30
@@ -122,6 +122,7 @@ class Challenge:
     """A pending second step: whose, bound to what, proven how far."""
 
     key: str
+    raw: str
     user_id: UUID
     binding: str
     amr: tuple[str, ...]
@@ -133,36 +134,26 @@ class MfaChallenges:
     is judged, so a concurrent burst gets no more guesses than a sequence would."""
 
     def __init__(
-        self,
-        store: KeyValueStore,
-        *,
-        ttl_seconds: float = 300.0,
-        max_attempts: int = 5,
-        clock: Callable[[], float] = time.time,
+        self, store: KeyValueStore, *, ttl_seconds: float = 300.0, max_attempts: int = 5
     ) -> None:
         self.store = store
         self.ttl_seconds = ttl_seconds
         self.max_attempts = max_attempts
-        self.clock = clock
-
-    @staticmethod
-    def _key(raw: str) -> str:
-        return f"auth:mfa:challenge:{token_digest(raw)}"
+        self.handles = Handles(store, "auth:mfa:challenge", ttl_seconds=ttl_seconds)
 
     async def issue(self, user_id: UUID, *, binding: str, amr: Sequence[str]) -> str:
-        raw = new_token()
-        payload = {"u": str(user_id), "b": binding, "amr": list(amr)}
-        await self.store.set(self._key(raw), json.dumps(payload).encode(), ttl=self.ttl_seconds)
-        return raw
+        return await self.handles.put({"u": str(user_id), "b": binding, "amr": list(amr)})
 
     async def get(self, raw: str) -> Challenge | None:
-        key = self._key(raw)
-        value = await self.store.get(key)
-        if not value:
+        payload = await self.handles.peek(raw)
+        if payload is None:
             return None
-        payload = json.loads(value)
         return Challenge(
-            key=key, user_id=UUID(payload["u"]), binding=payload["b"], amr=tuple(payload["amr"])
+            key=self.handles.key(raw),
+            raw=raw,
+            user_id=UUID(payload["u"]),
+            binding=payload["b"],
+            amr=tuple(payload["amr"]),
         )
 
     async def attempt(self, challenge: Challenge) -> bool:
@@ -180,7 +171,7 @@ class MfaChallenges:
     async def consume(self, challenge: Challenge) -> bool:
         """Claims the token for the one request that finishes the login: of concurrent
         claims, exactly one gets True."""
-        return await self.store.delete(challenge.key) == 1
+        return await self.handles.claim(challenge.raw)
 
     async def discard(self, challenge: Challenge) -> None:
-        await self.store.delete(challenge.key)
+        await self.handles.claim(challenge.raw)

@@ -9,7 +9,6 @@ JWKS (signature, ``iss``, ``aud``, ``exp``, ``iat``, ``nonce``), never trusted a
 primary address only if GitHub says it is verified).
 """
 
-import json
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -19,8 +18,6 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import httpx2
 import structlog
-from aixiate_core.crypto import new_token, token_digest
-from aixiate_core.store import KeyValueStore
 from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
 from joserfc import jwt
 from joserfc.errors import JoseError
@@ -407,40 +404,3 @@ def with_query(url: str, **params: str) -> str:
     parts = urlsplit(url)
     query = "&".join(filter(None, [parts.query, urlencode(params)]))
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
-
-
-# --- the records of a flow --------------------------------------------------------------------
-
-FlowKind = Literal["state", "exchange", "link"]
-
-
-class FlowRecords:
-    """Opaque single-use handles in the shared store (kept under their digests): the
-    ``state`` of an authorization request, the exchange code handed to the front end,
-    and the link token of an account that must prove it owns the address."""
-
-    def __init__(self, store: KeyValueStore) -> None:
-        self.store = store
-
-    @staticmethod
-    def _key(kind: FlowKind, raw: str) -> str:
-        return f"auth:oauth:{kind}:{token_digest(raw)}"
-
-    async def put(self, kind: FlowKind, payload: Mapping[str, Any], *, ttl: float) -> str:
-        raw = new_token()
-        await self.store.set(self._key(kind, raw), json.dumps(payload).encode(), ttl=ttl)
-        return raw
-
-    async def peek(self, kind: FlowKind, raw: str) -> dict[str, Any] | None:
-        value = await self.store.get(self._key(kind, raw))
-        if not value:
-            return None
-        payload: dict[str, Any] = json.loads(value)
-        return payload
-
-    async def take(self, kind: FlowKind, raw: str) -> dict[str, Any] | None:
-        """The record, removed: of concurrent takes of one handle exactly one gets it."""
-        payload = await self.peek(kind, raw)
-        if payload is None or await self.store.delete(self._key(kind, raw)) != 1:
-            return None
-        return payload

@@ -20,16 +20,22 @@ from aixiate_users.passwords import Passwords
 from aixiate_users.state import UsersState
 
 from aixiate_auth import subscribers
+from aixiate_auth.handles import Handles
 from aixiate_auth.keys import KeyRing, signing_key_box
 from aixiate_auth.liveness import Liveness
 from aixiate_auth.lockout import Lockout
 from aixiate_auth.mfa import MfaChallenges
-from aixiate_auth.oauth import FlowRecords, ProviderClients, RedirectAllowList
+from aixiate_auth.oauth import ProviderClients, RedirectAllowList
 from aixiate_auth.resolver import TokenResolver
 from aixiate_auth.services.lockout import LockoutService
 from aixiate_auth.services.login import LoginService
 from aixiate_auth.services.mfa import TOTP_BOX_PURPOSE, MfaService
-from aixiate_auth.services.oauth import OAuthService
+from aixiate_auth.services.oauth import (
+    EXCHANGE_TTL_SECONDS,
+    LINK_TTL_SECONDS,
+    STATE_TTL_SECONDS,
+    OAuthService,
+)
 from aixiate_auth.services.recovery import RecoveryService
 from aixiate_auth.services.registration import RegistrationService
 from aixiate_auth.services.sessions import SessionService
@@ -98,7 +104,9 @@ async def build_auth_state(state: State, settings: AuthSettings, users: UsersSta
         providers=settings.providers(),
         clients=ProviderClients(callback_base=f"{core.api_url}{API_PREFIX}/auth/oauth"),
         redirects=RedirectAllowList(settings.oauth_redirect_urls or (core.public_url,)),
-        flows=FlowRecords(store),
+        states=Handles(store, "auth:oauth:state", ttl_seconds=STATE_TTL_SECONDS),
+        exchange_codes=Handles(store, "auth:oauth:exchange", ttl_seconds=EXCHANGE_TTL_SECONDS),
+        link_tokens=Handles(store, "auth:oauth:link", ttl_seconds=LINK_TTL_SECONDS),
         settings=settings,
         passwords=users.passwords,
         registration=registration,

@@ -46,10 +46,10 @@ from aixiate_auth.errors import (
     LinkRequired,
     UnknownProvider,
 )
+from aixiate_auth.handles import Handles
 from aixiate_auth.models import OAuthIdentity
 from aixiate_auth.oauth import (
     ExternalIdentity,
-    FlowRecords,
     Provider,
     ProviderClients,
     ProviderError,
@@ -90,7 +90,12 @@ class OAuthService:
     providers: Mapping[str, Provider]
     clients: ProviderClients
     redirects: RedirectAllowList
-    flows: FlowRecords
+    #: The ``state`` of each authorization request (10 minutes).
+    states: Handles
+    #: The one-time codes the callback hands the front end (60 seconds).
+    exchange_codes: Handles
+    #: The proofs a ``link_required`` answer asks for (10 minutes).
+    link_tokens: Handles
     settings: AuthSettings
     passwords: Passwords
     registration: RegistrationService
@@ -127,7 +132,7 @@ class OAuthService:
             "binding": token_digest(binding),
             "link_user": str(link_user_id) if link_user_id else None,
         }
-        state = await self.flows.put("state", record, ttl=STATE_TTL_SECONDS)
+        state = await self.states.put(record)
         try:
             url = await self.clients.authorization_url(
                 provider, state=state, verifier=verifier, nonce=nonce
@@ -150,7 +155,7 @@ class OAuthService:
         ``error``. Without a valid ``state`` there is nowhere trustworthy to send it,
         and :class:`InvalidOAuthState` is raised instead."""
         provider = self.provider(name)
-        record = await self.flows.take("state", state) if state else None
+        record = await self.states.take(state) if state else None
         if record is None or record["provider"] != name:
             await self._failed(session, "auth.oauth.callback.failed", None, "invalid_state", name)
             raise InvalidOAuthState()
@@ -252,7 +257,7 @@ class OAuthService:
         self, kind: str, user_id: UUID, provider: Provider, extra: Mapping[str, Any] | None = None
     ) -> str:
         record = {"kind": kind, "user": str(user_id), "provider": provider.name, **(extra or {})}
-        return await self.flows.put("exchange", record, ttl=EXCHANGE_TTL_SECONDS)
+        return await self.exchange_codes.put(record)
 
     async def _link_signed_in(
         self,
@@ -286,7 +291,7 @@ class OAuthService:
     # --- the front end's side ---------------------------------------------------------
 
     async def exchange(self, session: AsyncSession, code: str) -> TokenPair | MfaChallenge:
-        record = await self.flows.take("exchange", code)
+        record = await self.exchange_codes.take(code)
         if record is None:
             await self._failed(session, "auth.oauth.exchange.failed", None, "unknown_code", None)
             raise InvalidExchangeCode()
@@ -296,10 +301,8 @@ class OAuthService:
             await self._failed(session, "auth.oauth.exchange.failed", None, "unknown_user", None)
             raise InvalidExchangeCode()
         if record["kind"] == "link":
-            link_token = await self.flows.put(
-                "link",
-                {"user": str(user.id), "provider": provider.name, "subject": record["subject"]},
-                ttl=LINK_TTL_SECONDS,
+            link_token = await self.link_tokens.put(
+                {"user": str(user.id), "provider": provider.name, "subject": record["subject"]}
             )
             await self._failed(
                 session, "auth.oauth.link_required", user.id, "email_taken", provider.name
@@ -311,7 +314,7 @@ class OAuthService:
         self, session: AsyncSession, *, link_token: str, password: str
     ) -> TokenPair | MfaChallenge:
         """Proves the account with its password, links the identity, and signs in."""
-        record = await self.flows.peek("link", link_token)
+        record = await self.link_tokens.peek(link_token)
         if record is None:
             raise InvalidLinkToken()
         provider = self.provider(record["provider"])
@@ -331,7 +334,7 @@ class OAuthService:
             raise InvalidCredentials()
         # Before the link token is spent: nothing is linked to an account that cannot sign in.
         await self._check_usable(session, user, provider)
-        if await self.flows.take("link", link_token) is None:
+        if await self.link_tokens.take(link_token) is None:
             raise InvalidLinkToken()  # a concurrent request used it
         identity = OAuthIdentity(
             user_id=user.id, provider=provider.name, subject=record["subject"], email=user.email
