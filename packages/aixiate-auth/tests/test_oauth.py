@@ -757,6 +757,59 @@ class TestLinking:
 
         assert landing.params == {"error": "identity_taken"}
 
+    async def test_unknown_and_forged_link_tokens_are_refused(self, api: httpx.AsyncClient) -> None:
+        response = await api.post(
+            f"{OAUTH}/link", json={"link_token": "x" * 43, "password": PASSWORD}
+        )
+
+        assert_problem(response, 400, "invalid_link_token")
+
+    async def test_a_deactivated_account_gets_no_tokens_and_keeps_its_link_token(
+        self,
+        api: httpx.AsyncClient,
+        oidc: FakeOIDCProvider,
+        make_user: UserFactory,
+        db: Sessions,
+    ) -> None:
+        user = await make_user()
+        oidc.next_user = ProviderUser(subject=f"inactive-{user.id}", email=user.email)
+        body = (await exchange(api, (await browser_flow(api)).params["code"])).json()
+        async with db() as session, session.begin():
+            stored = await session.get(User, user.id)
+            assert stored is not None
+            stored.is_active = False
+
+        refused = await api.post(
+            f"{OAUTH}/link", json={"link_token": body["link_token"], "password": PASSWORD}
+        )
+
+        assert_problem(refused, 403, "account_inactive")
+        assert await identities_of(db, user.id) == []
+        async with db() as session, session.begin():
+            stored = await session.get(User, user.id)
+            assert stored is not None
+            stored.is_active = True
+        linked = await api.post(
+            f"{OAUTH}/link", json={"link_token": body["link_token"], "password": PASSWORD}
+        )
+        assert linked.status_code == 200, linked.text
+
+    async def test_a_deactivated_account_cannot_sign_in_through_its_provider(
+        self, api: httpx.AsyncClient, oidc: FakeOIDCProvider, db: Sessions
+    ) -> None:
+        known = ProviderUser.random()
+        oidc.next_user = known
+        me = (await api.get(ME, headers=bearer((await signed_in(api))["access_token"]))).json()
+        async with db() as session, session.begin():
+            stored = await session.get(User, UUID(me["id"]))
+            assert stored is not None
+            stored.is_active = False
+        oidc.next_user = known
+
+        response = await exchange(api, (await browser_flow(api)).params["code"])
+
+        assert_problem(response, 403, "account_inactive")
+
     async def test_the_last_way_in_cannot_be_removed(
         self, api: httpx.AsyncClient, oidc: FakeOIDCProvider
     ) -> None:
