@@ -31,6 +31,7 @@ import re
 import secrets
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -127,7 +128,7 @@ class _Response:
 type _Route = Callable[[_Request], _Response]
 
 
-class _FakeServer:
+class _FakeServer(ABC):
     """The threaded loopback server and call log that both fakes share (as FakeResend)."""
 
     _thread_name = "fake-provider"
@@ -178,9 +179,9 @@ class _FakeServer:
     def __exit__(self, *_: object) -> None:
         self.stop()
 
+    @abstractmethod
     def _routes(self) -> dict[str, dict[str, _Route]]:
         """Path, then method, to the handler."""
-        raise NotImplementedError
 
     def _dispatch(self, request: _Request) -> _Response:
         methods = self._routes().get(request.path)
