@@ -111,6 +111,20 @@ async def record(
     return event
 
 
+async def record_own(
+    session: AsyncSession,
+    event_type: str,
+    user_id: UUID,
+    *,
+    data: Mapping[str, Any] | None = None,
+) -> AuditEvent:
+    """:func:`record` of something a user did to their own account (its actor and
+    target), in the caller's unit of work; :func:`record_failure` is its refusal."""
+    return await record(
+        session, event_type, actor_id=user_id, target_type="user", target_id=user_id, data=data
+    )
+
+
 async def record_now(
     sessionmaker: async_sessionmaker[AsyncSession],
     event_type: str,

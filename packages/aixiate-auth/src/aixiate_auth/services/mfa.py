@@ -80,13 +80,7 @@ class MfaService:
             raise MfaAlreadyEnabled()
         secret = mfa.new_secret()
         await MfaRepository(session).set_pending(user.id, self.box.seal(secret.encode()))
-        await audit_service.record(
-            session,
-            "auth.mfa.setup_started",
-            actor_id=user.id,
-            target_type="user",
-            target_id=user.id,
-        )
+        await audit_service.record_own(session, "auth.mfa.setup_started", user.id)
         uri = mfa.otpauth_uri(secret, account=user.email, issuer=self.issuer)
         return TotpSetup(secret=secret, otpauth_uri=uri, qr_svg=mfa.qr_svg(uri))
 
@@ -118,9 +112,7 @@ class MfaService:
         session.add(user)
         codes = await self._new_codes(session, user)
         await self._tell(session, user, "mfa_enabled")
-        await audit_service.record(
-            session, "auth.mfa.enabled", actor_id=user.id, target_type="user", target_id=user.id
-        )
+        await audit_service.record_own(session, "auth.mfa.enabled", user.id)
         return codes
 
     async def disable(self, session: AsyncSession, principal: Principal, password: str) -> None:
@@ -131,9 +123,7 @@ class MfaService:
         await self._confirm_password(session, user, password, action="disable")
         await self._turn_off(session, user)
         await self._tell(session, user, "mfa_disabled")
-        await audit_service.record(
-            session, "auth.mfa.disabled", actor_id=user.id, target_type="user", target_id=user.id
-        )
+        await audit_service.record_own(session, "auth.mfa.disabled", user.id)
 
     async def regenerate(
         self, session: AsyncSession, principal: Principal, password: str
@@ -145,13 +135,7 @@ class MfaService:
         await self._confirm_password(session, user, password, action="recovery_codes")
         codes = await self._new_codes(session, user)
         await self._tell(session, user, "mfa_recovery_codes_regenerated")
-        await audit_service.record(
-            session,
-            "auth.mfa.recovery_codes_regenerated",
-            actor_id=user.id,
-            target_type="user",
-            target_id=user.id,
-        )
+        await audit_service.record_own(session, "auth.mfa.recovery_codes_regenerated", user.id)
         return codes
 
     async def reset(self, session: AsyncSession, user: User, *, admin: Principal) -> None:
@@ -179,9 +163,7 @@ class MfaService:
 
     async def challenge(self, session: AsyncSession, user: User, *, amr: list[str]) -> MfaChallenge:
         token = await self.challenges.issue(user.id, binding=self.binding(user), amr=amr)
-        await audit_service.record(
-            session, "auth.mfa.challenged", actor_id=user.id, target_type="user", target_id=user.id
-        )
+        await audit_service.record_own(session, "auth.mfa.challenged", user.id)
         return MfaChallenge(mfa_token=token, mfa_methods=list(_METHODS))
 
     async def login(
@@ -259,23 +241,13 @@ class MfaService:
         amr.append(mfa.AMR_MFA)
         await self.lockouts.succeeded(user.email)
         pair = await self.sessions.sign_in(session, user, amr=amr)
-        await audit_service.record(
-            session,
-            "auth.mfa.succeeded",
-            actor_id=user.id,
-            target_type="user",
-            target_id=user.id,
-            data={"method": method},
+        await audit_service.record_own(
+            session, "auth.mfa.succeeded", user.id, data={"method": method}
         )
         if method == mfa.RECOVERY_METHOD:
             remaining = await MfaRepository(session).count_unused_codes(user.id)
-            await audit_service.record(
-                session,
-                "auth.mfa.recovery_code_used",
-                actor_id=user.id,
-                target_type="user",
-                target_id=user.id,
-                data={"remaining": remaining},
+            await audit_service.record_own(
+                session, "auth.mfa.recovery_code_used", user.id, data={"remaining": remaining}
             )
             await self._tell(session, user, "mfa_recovery_code_used", remaining=remaining)
         return pair

@@ -230,20 +230,13 @@ class OAuthService:
             user_id=user.id, provider=provider.name, subject=identity.subject, email=user.email
         )
         await IdentityRepository(session).add(linked)
-        await audit_service.record(
-            session,
-            "user.registered",
-            actor_id=user.id,
-            target_type="user",
-            target_id=user.id,
-            data={"provider": provider.name},
+        await audit_service.record_own(
+            session, "user.registered", user.id, data={"provider": provider.name}
         )
-        await audit_service.record(
+        await audit_service.record_own(
             session,
             "auth.oauth.account_created",
-            actor_id=user.id,
-            target_type="user",
-            target_id=user.id,
+            user.id,
             data={"provider": provider.name, "email_verified": identity.email_verified},
         )
         if not user.is_verified:
@@ -378,13 +371,8 @@ class OAuthService:
             i.provider == name for i in await IdentityRepository(session).of_user(principal.user_id)
         ):
             raise IdentityTaken("A provider account of this provider is already linked.")
-        await audit_service.record(
-            session,
-            "auth.oauth.link_started",
-            actor_id=principal.user_id,
-            target_type="user",
-            target_id=principal.user_id,
-            data={"provider": name},
+        await audit_service.record_own(
+            session, "auth.oauth.link_started", principal.user_id, data={"provider": name}
         )
 
     async def identities(self, session: AsyncSession, principal: Principal) -> list[OAuthIdentity]:
@@ -409,13 +397,8 @@ class OAuthService:
             template="identity_unlinked",
             context={"name": user.full_name, "provider_name": _display(provider, name)},
         )
-        await audit_service.record(
-            session,
-            "auth.oauth.unlinked",
-            actor_id=user.id,
-            target_type="user",
-            target_id=user.id,
-            data={"provider": name},
+        await audit_service.record_own(
+            session, "auth.oauth.unlinked", user.id, data={"provider": name}
         )
 
     # --- helpers ----------------------------------------------------------------------
@@ -429,13 +412,8 @@ class OAuthService:
             template="identity_linked",
             context={"name": user.full_name, "provider_name": provider.display_name},
         )
-        await audit_service.record(
-            session,
-            "auth.oauth.linked",
-            actor_id=user.id,
-            target_type="user",
-            target_id=user.id,
-            data={"provider": provider.name, "via": via},
+        await audit_service.record_own(
+            session, "auth.oauth.linked", user.id, data={"provider": provider.name, "via": via}
         )
 
     async def _failed(

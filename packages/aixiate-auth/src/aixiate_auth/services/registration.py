@@ -208,13 +208,7 @@ class RegistrationService:
             user.is_verified = True
             session.add(user)
             await session.flush()
-            await audit_service.record(
-                session,
-                "user.email.verified",
-                actor_id=user.id,
-                target_type="user",
-                target_id=user.id,
-            )
+            await audit_service.record_own(session, "user.email.verified", user.id)
         return user
 
     async def _verify_failed(

@@ -145,12 +145,10 @@ class SessionService:
         """:meth:`start`, with the ``auth.login.succeeded`` event that every way in
         (password, second step, provider, invitation) records; ``details`` join its data."""
         pair, auth_session = await self.start(session, user, amr=amr)
-        await audit_service.record(
+        await audit_service.record_own(
             session,
             "auth.login.succeeded",
-            actor_id=user.id,
-            target_type="user",
-            target_id=user.id,
+            user.id,
             data={"session_id": str(auth_session.id), "amr": list(amr), **details},
         )
         return pair
@@ -316,13 +314,8 @@ class SessionService:
 
     async def logout_all(self, session: AsyncSession, principal: Principal) -> None:
         revoked = await self.revoke_all(session, principal.user_id, "logout_all")
-        await audit_service.record(
-            session,
-            "auth.logout_all",
-            actor_id=principal.user_id,
-            target_type="user",
-            target_id=principal.user_id,
-            data={"sessions_revoked": len(revoked)},
+        await audit_service.record_own(
+            session, "auth.logout_all", principal.user_id, data={"sessions_revoked": len(revoked)}
         )
 
     async def list_active(self, session: AsyncSession, principal: Principal) -> list[AuthSession]:
